@@ -1,0 +1,9 @@
+"""keras-rigl: dynamic sparse training (RigL) for Keras 3 and tf_keras."""
+
+from keras_rigl._keras import FLAVOUR as keras_flavour
+from keras_rigl.distributions import layer_sparsities
+from keras_rigl.masks import update_mask
+from keras_rigl.surgery import sparsify, sparsity_report, strip
+from keras_rigl.wrapper import SparseWrapper
+
+__version__ = "0.1.0"

@@ -1,0 +1,116 @@
+"""Mask initialisation and the RigL drop/grow update, in plain TensorFlow ops.
+
+Nothing here knows about Keras: these functions take and return tensors, run
+eagerly or inside ``tf.function``, and keep static shapes when given a static
+bound on the number of connections that move (``max_update``).
+"""
+
+import zlib
+
+import tensorflow as tf
+
+from keras_rigl.distributions import num_zeros
+
+
+def name_seed(seed, name):
+  """A stateless-RNG seed pair from an integer seed and a (layer) name.
+
+  The name is hashed with CRC32, which is stable across processes, so the
+  same seed and name give the same pair on every replica and worker and in any
+  layer build order.
+  """
+  return (int(seed) & 0x7FFFFFFF, zlib.crc32(str(name).encode("utf-8")) & 0x7FFFFFFF)
+
+
+def random_mask(shape, sparsity, seed, dtype=tf.float32):
+  """A 0/1 mask with exactly ``floor(sparsity * N)`` zeros at random positions.
+
+  Args:
+    shape: the weight's shape.
+    sparsity: fraction of zeros in [0, 1).
+    seed: a pair of ints for the stateless generator (see `name_seed`).
+    dtype: the mask's dtype.
+
+  Example:
+  >>> m = random_mask((4, 5), 0.5, seed=(0, 1))
+  >>> int(tf.reduce_sum(m))
+  10
+  """
+  shape = tf.TensorShape(shape)
+  size = shape.num_elements()
+  n_ones = size - num_zeros(size, sparsity)
+  scores = tf.random.stateless_uniform([size], seed=seed)
+  _, keep = tf.math.top_k(scores, k=n_ones, sorted=False)
+  flat = tf.scatter_nd(keep[:, None], tf.ones([n_ones], dtype), [size])
+  return tf.reshape(flat, shape)
+
+
+def _positions(scores, eligible, count, max_count):
+  """Boolean [N] marking the `count` eligible entries with the largest scores.
+
+  Uses a partial selection (top_k), never a full sort. `max_count` is a static
+  bound on `count` (an int) or None to select exactly `count` (dynamic shape).
+  Ties go to the lower flat index.
+  """
+  size = tf.shape(scores)[0]
+  lowest = tf.fill(tf.shape(scores), tf.constant(-float("inf"), scores.dtype))
+  candidates = tf.where(eligible, scores, lowest)
+  k = count if max_count is None else tf.minimum(int(max_count), size)
+  _, index = tf.math.top_k(candidates, k=k, sorted=True)
+  valid = tf.range(tf.shape(index)[0]) < count
+  picked = tf.scatter_nd(index[:, None], tf.cast(valid, tf.int32), [size])
+  return picked > 0
+
+
+def update_mask(mask, weights, grow_scores, drop_fraction, drop_scores=None,
+                max_update=None):
+  """One RigL drop/grow step on a single mask.
+
+  Drops the ``floor(n_active * drop_fraction)`` active connections with the
+  smallest drop score (default ``|weights * mask|``) and grows exactly as many
+  among all positions that were not kept (a just-dropped connection may come
+  back), choosing those with the largest grow score. The number of ones never
+  changes.
+
+  Args:
+    mask: 0/1 tensor.
+    weights: weight tensor of the same shape.
+    grow_scores: tensor of the same shape (RigL: |dL/dW|; SET: random).
+    drop_fraction: float or scalar tensor in [0, 1].
+    drop_scores: optional tensor of the same shape; default |weights * mask|.
+    max_update: optional static int bound on the number of connections that
+      move; makes every shape static (XLA/TPU). Must be >= the real count.
+
+  Returns:
+    (new_mask, grown): new_mask has mask's dtype; grown is a boolean tensor,
+    True where new_mask is 1 and mask was 0.
+
+  Example:
+  >>> mask = tf.constant([1., 1., 0., 0.])
+  >>> w = tf.constant([0.1, 2.0, 0., 0.])
+  >>> g = tf.constant([0., 0., 5., 1.])
+  >>> new_mask, grown = update_mask(mask, w, g, 0.5)
+  >>> new_mask.numpy().tolist()
+  [0.0, 1.0, 1.0, 0.0]
+  """
+  mask = tf.convert_to_tensor(mask)
+  shape = tf.shape(mask)
+  active = tf.reshape(mask, [-1]) > 0
+  weights = tf.reshape(tf.cast(weights, tf.float32), [-1])
+  grow_scores = tf.reshape(tf.cast(grow_scores, tf.float32), [-1])
+  if drop_scores is None:
+    drop_scores = tf.abs(tf.where(active, weights, tf.zeros_like(weights)))
+  else:
+    drop_scores = tf.reshape(tf.cast(drop_scores, tf.float32), [-1])
+  n_active = tf.reduce_sum(tf.cast(active, tf.int32))
+  drop_fraction = tf.cast(drop_fraction, tf.float64)
+  n_drop = tf.cast(tf.floor(tf.cast(n_active, tf.float64) * drop_fraction), tf.int32)
+  # Drop: the n_drop active entries with the smallest drop score.
+  dropped = _positions(-drop_scores, active, n_drop, max_update)
+  kept = tf.logical_and(active, tf.logical_not(dropped))
+  # Grow: the n_drop best of everything not kept (dropped ones included).
+  grown_positions = _positions(grow_scores, tf.logical_not(kept), n_drop, max_update)
+  new_active = tf.logical_or(kept, grown_positions)
+  grown = tf.logical_and(new_active, tf.logical_not(active))
+  new_mask = tf.reshape(tf.cast(new_active, mask.dtype), shape)
+  return new_mask, tf.reshape(grown, shape)

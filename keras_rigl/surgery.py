@@ -1,0 +1,273 @@
+"""Whole-model surgery: sparsify (wrap layers), strip (unwrap), sparsity_report."""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from keras_rigl import _keras
+from keras_rigl._keras import keras
+from keras_rigl.distributions import layer_sparsities
+from keras_rigl.wrapper import (SparseWrapper, is_sparsifiable,
+                                sparsifiable_weights)
+
+
+def _check_graph_model(model, what):
+  if not isinstance(model, keras.Model):
+    raise TypeError(f"{what} expects a keras Model, got {type(model).__name__}.")
+  if not _keras.is_graph_model(model):
+    raise TypeError(
+        f"{what} works on Sequential and Functional models; "
+        f"{type(model).__name__} is a subclassed model, whose layers cannot be "
+        "re-wired from outside. Wrap its layers with keras_rigl.SparseWrapper "
+        "inside the model's __init__ instead.")
+  if not model.built:
+    raise ValueError(
+        f"{what} needs a built model (weights with known shapes). Give the "
+        "model an Input / input_shape or call it once on data first.")
+
+
+def _walk(model):
+  """Every layer of a graph model, entering nested Sequential/Functional models."""
+  for layer in model.layers:
+    if isinstance(layer, keras.Model) and _keras.is_graph_model(layer):
+      yield from _walk(layer)
+    else:
+      yield layer
+
+
+def walk_layers(model):
+  """Every layer under `model` (any kind of model), not entering SparseWrappers."""
+  for layer in model._flatten_layers(include_self=False, recursive=False):  # pylint: disable=protected-access
+    yield layer
+    if not isinstance(layer, SparseWrapper):
+      yield from walk_layers(layer)
+
+
+def _weight_keys(layer):
+  """Keys of a layer's sparsifiable weights for layer_sparsities."""
+  weights = sparsifiable_weights(layer)
+  if len(weights) == 1:
+    return {weights[0][0]: layer.name}
+  return {key: f"{layer.name}/{key}" for key, _ in weights}
+
+
+def _clone(model, clone_layer):
+  """keras.models.clone_model, recursing into nested graph models ourselves."""
+  def clone_function(layer):
+    if isinstance(layer, keras.Model) and _keras.is_graph_model(layer):
+      return _clone(layer, clone_layer)
+    return clone_layer(layer)
+  return keras.models.clone_model(model, clone_function=clone_function)
+
+
+def _fresh(layer):
+  return layer.__class__.from_config(layer.get_config())
+
+
+def sparsify(model, sparsity, distribution="erk", erk_power_scale=1.0,
+             custom_sparsity=None, exclude=None, seed=0, mask_init="random"):
+  """A copy of `model` whose supported layers are wrapped in `SparseWrapper`.
+
+  Per-layer sparsities come from `layer_sparsities` over all wrapped layers;
+  the original weights are kept (multiplied by the masks). Layers that end up
+  with sparsity 0 (custom 0, or made dense by ER/ERK) are left unwrapped, and
+  so are unsupported layers (BatchNormalization, ...).
+
+  Args:
+    model: a built Sequential or Functional model (nested ones included).
+    sparsity: overall target sparsity in [0, 1).
+    distribution: "uniform", "er" or "erk".
+    erk_power_scale: exponent of the ER/ERK raw densities.
+    custom_sparsity: {layer name: sparsity} kept as given and left out of the
+      scaling (e.g. ``{"conv1": 0.0}`` keeps the first layer dense). A layer
+      with several kernels (SeparableConv2D) takes "name" for all of them or
+      "name/depthwise_kernel" for one.
+    exclude: layer names, or a predicate ``f(layer) -> bool``, of layers to
+      leave dense and out of the scaling.
+    seed: seed of the random mask positions.
+    mask_init: "random" (sparse from the start) or "dense" (all-ones masks, for
+      `MagnitudePruningScheduler`).
+
+  Returns:
+    A new model of the same kind; compile it before training.
+
+  Example:
+  >>> model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(300),
+  ...                           keras.layers.Dense(10)])
+  >>> sparse = sparsify(model, 0.9, distribution="uniform")
+  >>> [round(l.sparsity, 2) for l in sparse.layers]
+  [0.9, 0.9]
+  """
+  _check_graph_model(model, "sparsify")
+  layers = list(_walk(model))
+  names = [layer.name for layer in layers]
+  duplicates = sorted({n for n in names if names.count(n) > 1})
+  if duplicates:
+    raise ValueError(f"Layer names {duplicates} occur more than once (nested models); "
+                     "give the layers unique names so sparsities can be assigned.")
+  if exclude is None:
+    excluded = lambda layer: False
+  elif callable(exclude):
+    excluded = exclude
+  else:
+    exclude = {exclude} if isinstance(exclude, str) else set(exclude)
+    unknown = sorted(exclude - set(names))
+    if unknown:
+      raise ValueError(f"exclude names {unknown}, which are not layers of the model.")
+    excluded = lambda layer: layer.name in exclude
+  targets = [layer for layer in layers if is_sparsifiable(layer) and not excluded(layer)]
+  keys = {layer.name: _weight_keys(layer) for layer in targets}
+  shapes = {}
+  for layer in targets:
+    for key, variable in sparsifiable_weights(layer):
+      shapes[keys[layer.name][key]] = tuple(variable.shape)
+  custom = {}
+  for name, value in (custom_sparsity or {}).items():
+    if name in keys and name not in shapes:  # A multi-kernel layer's name.
+      custom.update({full: value for full in keys[name].values()})
+    else:
+      custom[name] = value
+  excluded_names = sorted(set(custom) & (set(names) - set(keys)))
+  if excluded_names:
+    raise ValueError(f"custom_sparsity names {excluded_names}, which are excluded "
+                     "or cannot be sparsified.")
+  per_weight = layer_sparsities(shapes, sparsity, distribution, erk_power_scale, custom)
+  per_layer = {}
+  for layer in targets:
+    values = {key: per_weight[full] for key, full in keys[layer.name].items()}
+    if any(values.values()):
+      single = len(values) == 1
+      per_layer[layer.name] = next(iter(values.values())) if single else values
+
+  pairs = []
+  def clone_layer(layer):
+    if layer.name in per_layer:
+      new = SparseWrapper(_fresh(layer), sparsity=per_layer[layer.name],
+                          seed=seed, mask_init=mask_init)
+    else:
+      new = _fresh(layer)
+    pairs.append((layer, new))
+    return new
+
+  sparse_model = _clone(model, clone_layer)
+  for old, new in pairs:
+    if isinstance(new, SparseWrapper):
+      new.layer.set_weights(old.get_weights())
+      new.apply_masks()
+    elif old.weights:
+      new.set_weights(old.get_weights())
+  return sparse_model
+
+
+def strip(model):
+  """A plain copy of `model` with every SparseWrapper replaced by its layer.
+
+  The unwrapped layers hold ``W * M``: same outputs, no masks, ready for
+  export or for tools that do not know keras_rigl.
+
+  Example:
+  >>> plain = strip(sparse_model)
+  >>> any(isinstance(l, SparseWrapper) for l in plain.layers)
+  False
+  """
+  _check_graph_model(model, "strip")
+  pairs = []
+  def clone_layer(layer):
+    new = _fresh(layer.layer if isinstance(layer, SparseWrapper) else layer)
+    pairs.append((layer, new))
+    return new
+
+  plain = _clone(model, clone_layer)
+  for old, new in pairs:
+    if isinstance(old, SparseWrapper):
+      masked = {id(w): m for w, m in old.masked_weights}
+      values = [np.asarray(w) * np.asarray(masked[id(w)]) if id(w) in masked
+                else np.asarray(w) for w in old.layer.weights]
+      new.set_weights(values)
+    elif old.weights:
+      new.set_weights(old.get_weights())
+  return plain
+
+
+@dataclasses.dataclass
+class SparsityRow:
+  """One sparsifiable weight: its layer, shape, size and non-zeros."""
+  name: str
+  weight: str
+  shape: tuple
+  size: int
+  nnz: int
+
+  @property
+  def sparsity(self):
+    return 1.0 - self.nnz / self.size if self.size else 0.0
+
+
+@dataclasses.dataclass
+class SparsityReport:
+  """Rows of `sparsity_report`, with totals; ``str(report)`` is a table."""
+  rows: list
+
+  @property
+  def size(self):
+    return sum(r.size for r in self.rows)
+
+  @property
+  def nnz(self):
+    return sum(r.nnz for r in self.rows)
+
+  @property
+  def sparsity(self):
+    return 1.0 - self.nnz / self.size if self.size else 0.0
+
+  def __iter__(self):
+    return iter(self.rows)
+
+  def __len__(self):
+    return len(self.rows)
+
+  def __getitem__(self, index):
+    return self.rows[index]
+
+  def table(self):
+    header = ("layer", "weight", "shape", "params", "non-zero", "sparsity")
+    lines = [(r.name, r.weight, "x".join(map(str, r.shape)), f"{r.size:,}",
+              f"{r.nnz:,}", f"{r.sparsity:.2%}") for r in self.rows]
+    lines.append(("total", "", "", f"{self.size:,}", f"{self.nnz:,}",
+                  f"{self.sparsity:.2%}"))
+    widths = [max(len(str(row[i])) for row in [header] + lines) for i in range(6)]
+    fmt = lambda row: "  ".join(str(c).ljust(w) if i < 3 else str(c).rjust(w)
+                                for i, (c, w) in enumerate(zip(row, widths)))
+    rule = "-" * len(fmt(header))
+    return "\n".join([fmt(header), rule] + [fmt(r) for r in lines[:-1]] +
+                     [rule, fmt(lines[-1])])
+
+  def __str__(self):
+    return self.table()
+
+
+def sparsity_report(model):
+  """Per-weight sparsity of every sparsifiable layer of `model`.
+
+  Wrapped layers count the ones of their masks; plain supported layers count
+  their non-zero weights.
+
+  Example:
+  >>> report = sparsity_report(sparse_model)
+  >>> print(report)            # a table with a total line
+  >>> report.sparsity          # overall fraction of zeros
+  """
+  rows = []
+  for layer in walk_layers(model):
+    if isinstance(layer, SparseWrapper):
+      for key, (weight, mask) in zip(layer.weight_keys, layer.masked_weights):
+        rows.append(SparsityRow(layer.layer.name, key, tuple(weight.shape),
+                                int(np.prod(weight.shape)),
+                                int(np.sum(np.asarray(mask) != 0))))
+    elif is_sparsifiable(layer) and layer.built:
+      for key, weight in sparsifiable_weights(layer):
+        rows.append(SparsityRow(layer.name, key, tuple(weight.shape),
+                                int(np.prod(weight.shape)),
+                                int(np.count_nonzero(np.asarray(weight)))))
+  return SparsityReport(rows)

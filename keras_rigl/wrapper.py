@@ -1,0 +1,259 @@
+"""SparseWrapper: a Keras layer wrapper that keeps some weights sparse.
+
+The wrapped layer keeps its own variables. The wrapper adds one non-trainable
+0/1 mask per sparsifiable weight and, in ``call``, hands the layer ``W * M``
+instead of ``W`` for the duration of the call. Because the gradient of
+``W * M`` w.r.t. ``W`` is zero wherever the mask is zero, and the schedulers
+zero the weight and its optimizer slots whenever a connection leaves the mask,
+inactive weights stay exactly zero in the stored variables.
+
+Custom layers take part through a one-method protocol::
+
+    class MyLayer(keras.layers.Layer):
+      def get_sparsifiable_weights(self):
+        return [self.kernel]   # variables stored as attributes of the layer
+"""
+
+import contextlib
+import inspect
+import threading
+
+import numpy as np
+import tensorflow as tf
+
+from keras_rigl import _keras
+from keras_rigl._keras import keras
+from keras_rigl.distributions import check_sparsity
+from keras_rigl.masks import name_seed, random_mask
+
+_L = keras.layers
+# Layer types wrapped out of the box, and the weights of theirs that get masks.
+SUPPORTED_LAYERS = tuple(
+    getattr(_L, name) for name in (
+        "Dense", "Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose",
+        "Conv2DTranspose", "Conv3DTranspose", "DepthwiseConv1D",
+        "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D", "Embedding")
+    if hasattr(_L, name))
+SPARSIFIABLE_WEIGHT_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel",
+                             "embeddings")
+MASK_INIT_CHOICES = ("random", "dense")
+
+_capture = threading.local()
+
+
+@contextlib.contextmanager
+def capture_effective_weights():
+  """Records every ``W * M`` tensor the wrappers build inside the block.
+
+  Yields a list that fills with ``(wrapper, index, tensor)`` tuples; the
+  scheduler takes the gradient of the loss w.r.t. these tensors (the dense
+  gradient RigL grows from). Thread-local, so each replica of a
+  MirroredStrategy records its own.
+  """
+  previous = getattr(_capture, "records", None)
+  records = []
+  _capture.records = records
+  try:
+    yield records
+  finally:
+    _capture.records = previous
+
+
+def weight_short_name(variable):
+  """'kernel' for 'dense/kernel:0' (tf_keras) or 'kernel' (Keras 3)."""
+  return variable.name.split("/")[-1].split(":")[0]
+
+
+def is_sparsifiable(layer):
+  """True if SparseWrapper can wrap `layer` (a built-in type or the protocol)."""
+  return (isinstance(layer, SUPPORTED_LAYERS) or
+          callable(getattr(layer, "get_sparsifiable_weights", None)))
+
+
+def sparsifiable_weights(layer):
+  """[(weight_key, variable)] of a built layer: the weights to be masked."""
+  if callable(getattr(layer, "get_sparsifiable_weights", None)):
+    variables = list(layer.get_sparsifiable_weights())
+  elif isinstance(layer, SUPPORTED_LAYERS):
+    variables = [v for v in layer.trainable_weights
+                 if weight_short_name(v) in SPARSIFIABLE_WEIGHT_NAMES]
+  else:
+    raise ValueError(
+        f"SparseWrapper cannot wrap layer {layer.name!r} of type "
+        f"{type(layer).__name__}. Supported: "
+        f"{', '.join(t.__name__ for t in SUPPORTED_LAYERS)}, or any layer "
+        "that defines get_sparsifiable_weights() returning its weight variables.")
+  return [(weight_short_name(v), v) for v in variables]
+
+
+def _attribute_holding(layer, variable):
+  for attr, value in vars(layer).items():
+    if value is variable:
+      return attr
+  raise ValueError(
+      f"Layer {layer.name!r} does not keep weight {variable.name!r} as an "
+      "attribute of its own (e.g. self.kernel = self.add_weight(...)). "
+      "SparseWrapper substitutes W * M for that attribute during call; store "
+      "each weight returned by get_sparsifiable_weights() on the layer itself.")
+
+
+class _MaskedConstraint:
+  """Applies the user's constraint, then the mask (runs after each step)."""
+
+  def __init__(self, constraint, mask):
+    self.constraint = constraint
+    self.mask = mask
+
+  def __call__(self, w):
+    return self.constraint(w) * _keras.variable_tensor(self.mask)
+
+
+@keras.utils.register_keras_serializable(package="keras_rigl")
+class SparseWrapper(_L.Wrapper):
+  """Makes the kernels of a Keras layer sparse with fixed-count 0/1 masks.
+
+  Each sparsifiable weight ``W`` (kernels, embeddings; never biases or
+  normalisation weights) gets a non-trainable mask ``M`` holding exactly
+  ``floor(sparsity * W.size)`` zeros at random positions drawn from a stateless
+  generator keyed by `seed` and the layer's name. The layer computes with
+  ``W * M``. A `RigLScheduler` (or SET / magnitude pruning) callback moves
+  the ones of the masks during training; without one the masks stay fixed
+  (static sparse training).
+
+  Args:
+    layer: the layer to wrap: Dense, Conv1D/2D/3D, Conv1D/2D/3DTranspose,
+      DepthwiseConv1D/2D, SeparableConv1D/2D (both kernels), Embedding, or a
+      custom layer with ``get_sparsifiable_weights()``.
+    sparsity: fraction of zeros in [0, 1); a float for every weight or a dict
+      {weight name ("kernel", "depthwise_kernel", ...): sparsity}.
+    seed: integer seed of the mask positions.
+    mask_init: "random" (default) or "dense" (all ones, for dense-to-sparse
+      magnitude pruning).
+    **kwargs: Keras layer arguments (e.g. name; default "sparse_<layer>").
+
+  Example:
+  >>> layer = SparseWrapper(keras.layers.Dense(10), sparsity=0.9)
+  >>> y = layer(tf.ones([2, 20]))
+  >>> round(layer.sparsity, 2)
+  0.9
+  """
+
+  def __init__(self, layer, sparsity=0.9, seed=0, mask_init="random", **kwargs):
+    if not is_sparsifiable(layer):
+      sparsifiable_weights(layer)  # Raises the explanatory error.
+    if isinstance(sparsity, dict):
+      sparsity = {k: check_sparsity(v, f"sparsity[{k!r}]") for k, v in sparsity.items()}
+    else:
+      sparsity = check_sparsity(sparsity)
+    if mask_init not in MASK_INIT_CHOICES:
+      raise ValueError(f"mask_init must be one of {MASK_INIT_CHOICES}, got {mask_init!r}.")
+    kwargs.setdefault("name", f"sparse_{layer.name}")
+    if "dtype" not in kwargs and getattr(layer, "dtype_policy", None) is not None:
+      kwargs["dtype"] = layer.dtype_policy
+    super().__init__(layer, **kwargs)
+    self.target_sparsity = sparsity
+    self.seed = int(seed)
+    self.mask_init = mask_init
+    self._specs = []  # [(attribute, weight_key, weight, mask)]
+    parameters = inspect.signature(layer.call).parameters.values()
+    # tf_keras passes `training` to us; forward only what the layer accepts.
+    self._inner_kwargs = None if any(
+        p.kind == p.VAR_KEYWORD for p in parameters) else {p.name for p in parameters}
+    if getattr(layer, "supports_masking", False):
+      self.supports_masking = True
+
+  def _sparsity_for(self, key):
+    if isinstance(self.target_sparsity, dict):
+      if key not in self.target_sparsity:
+        raise ValueError(
+            f"sparsity for {self.layer.name!r} is a dict without an entry for "
+            f"its weight {key!r}; give one of {sorted(self.target_sparsity)} "
+            f"a value for {key!r}.")
+      return self.target_sparsity[key]
+    return self.target_sparsity
+
+  def build(self, input_shape=None):
+    if not self.layer.built:
+      self.layer.build(input_shape)
+      self.layer.built = True
+    weights = sparsifiable_weights(self.layer)
+    if isinstance(self.target_sparsity, dict):
+      unknown = sorted(set(self.target_sparsity) - {key for key, _ in weights})
+      if unknown:
+        raise ValueError(
+            f"sparsity names {unknown}, but layer {self.layer.name!r} has the "
+            f"sparsifiable weights {[key for key, _ in weights]}.")
+    self._specs = []
+    for key, weight in weights:
+      attribute = _attribute_holding(self.layer, weight)
+      sparsity = self._sparsity_for(key)
+      seed = name_seed(self.seed, f"{self.layer.name}/{key}")
+      if self.mask_init == "dense":
+        initializer = "ones"
+      else:
+        def initializer(shape, dtype=None, sparsity=sparsity, seed=seed):
+          return random_mask(shape, sparsity, seed, dtype=dtype or tf.float32)
+      mask = _keras.add_mask_weight(self, f"{key}_mask", tuple(weight.shape),
+                                    weight.dtype, initializer)
+      user_constraint = getattr(weight, "constraint", None)
+      if user_constraint is not None:
+        # The optimizer applies it after each step: re-mask after the user's.
+        _keras.set_variable_constraint(weight, _MaskedConstraint(user_constraint, mask))
+      self._specs.append((attribute, key, weight, mask))
+    self.apply_masks()
+    self.built = True
+
+  def apply_masks(self):
+    """Sets every masked weight to ``W * M`` (stored inactive weights = 0)."""
+    for _, _, weight, mask in self._specs:
+      weight.assign(_keras.variable_tensor(weight) * _keras.variable_tensor(mask))
+
+  @property
+  def masked_weights(self):
+    """[(weight_variable, mask_variable), ...] for every sparse weight."""
+    return [(weight, mask) for _, _, weight, mask in self._specs]
+
+  @property
+  def weight_keys(self):
+    """Short names ("kernel", ...) of the masked weights, in order."""
+    return [key for _, key, _, _ in self._specs]
+
+  @property
+  def sparsity(self):
+    """Current fraction of zeros over all masks of this layer (a float)."""
+    total = sum(int(np.prod(mask.shape)) for _, mask in self.masked_weights)
+    ones = sum(float(tf.reduce_sum(_keras.variable_tensor(mask)))
+               for _, mask in self.masked_weights)
+    return 1.0 - ones / total if total else 0.0
+
+  def call(self, inputs, *args, **kwargs):
+    records = getattr(_capture, "records", None)
+    originals = []
+    compute_dtype = tf.as_dtype(self.layer.compute_dtype)
+    try:
+      for index, (attribute, _, weight, mask) in enumerate(self._specs):
+        effective = _keras.variable_tensor(weight) * _keras.variable_tensor(mask)
+        if records is not None:
+          records.append((self, index, effective))
+        if effective.dtype != compute_dtype:
+          effective = tf.cast(effective, compute_dtype)
+        originals.append((attribute, getattr(self.layer, attribute)))
+        object.__setattr__(self.layer, attribute, effective)
+      if self._inner_kwargs is not None:
+        kwargs = {k: v for k, v in kwargs.items() if k in self._inner_kwargs}
+      return self.layer.call(inputs, *args, **kwargs)
+    finally:
+      for attribute, original in originals:
+        object.__setattr__(self.layer, attribute, original)
+
+  def compute_output_shape(self, input_shape):
+    return self.layer.compute_output_shape(input_shape)
+
+  def compute_mask(self, inputs, mask=None):
+    return self.layer.compute_mask(inputs, mask)
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({"sparsity": self.target_sparsity, "seed": self.seed,
+                   "mask_init": self.mask_init})
+    return config
