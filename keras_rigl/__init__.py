@@ -3,6 +3,8 @@
 from keras_rigl._keras import FLAVOUR as keras_flavour
 from keras_rigl.distributions import layer_sparsities
 from keras_rigl.masks import update_mask
+from keras_rigl.schedulers import (MagnitudePruningScheduler, RigLScheduler,
+                                   SETScheduler)
 from keras_rigl.surgery import sparsify, sparsity_report, strip
 from keras_rigl.wrapper import SparseWrapper
 

@@ -100,3 +100,68 @@ def is_graph_model(model):
     from keras.src.models.functional import Functional  # pylint: disable=g-import-not-at-top
     return isinstance(model, Functional)
   return bool(getattr(model, "_is_graph_network", False))
+
+
+_NOT_SLOT_LISTS = ("_variables", "_trainable_variables", "_all_variables",
+                   "_non_trainable_variables", "_tracked_variables")
+
+
+def optimizer_slots(optimizer, variable):
+  """Every optimizer variable that shadows `variable` element by element.
+
+  Momentum, Adam/RMSprop/Adagrad moments, EMA averages and gradient
+  accumulators: for Keras 3 and tf_keras optimizers (lists indexed like the
+  trainable variables), legacy tf_keras optimizers (get_slot), through any
+  LossScaleOptimizer. Only optimizer variables of the same shape are returned.
+  """
+  shape = tuple(variable.shape)
+  slots = []
+  for opt in unwrap_optimizer(optimizer):
+    if is_legacy_optimizer(opt):
+      for name in opt.get_slot_names():
+        try:
+          slots.append(opt.get_slot(variable, name))
+        except (KeyError, ValueError):
+          pass
+      continue
+    index = optimizer_variable_index(opt, variable)
+    if index is None:
+      continue
+    count = optimizer_variable_count(opt)
+    for attr, value in vars(opt).items():
+      if attr in _NOT_SLOT_LISTS or not isinstance(value, (list, tuple)):
+        continue
+      if len(value) != count:
+        continue
+      slot = value[index]
+      if slot is None or slot is variable or not hasattr(slot, "assign"):
+        continue
+      if tuple(getattr(slot, "shape", ())) == shape:
+        slots.append(slot)
+  unique = []
+  for slot in slots:
+    if all(slot is not other for other in unique):
+      unique.append(slot)
+  return unique
+
+
+def scale_loss_for_gradients(optimizer, loss):
+  """Applies the optimizer's loss scale (mixed precision) if it has one."""
+  if IS_KERAS3:
+    return optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
+  if hasattr(optimizer, "get_scaled_loss"):
+    return optimizer.get_scaled_loss(loss)
+  return loss
+
+
+def steps_per_execution(model):
+  """How many train steps one on_train_batch_end covers."""
+  if IS_KERAS3:
+    return int(getattr(model, "steps_per_execution", 1) or 1)
+  value = getattr(model, "_steps_per_execution", None)
+  return int(value.numpy()) if value is not None else 1
+
+
+def unpack_batch(data):
+  """(x, y, sample_weight) from a batch of (x,), (x, y) or (x, y, w)."""
+  return keras.utils.unpack_x_y_sample_weight(data)

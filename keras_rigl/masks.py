@@ -114,3 +114,27 @@ def update_mask(mask, weights, grow_scores, drop_fraction, drop_scores=None,
   grown = tf.logical_and(new_active, tf.logical_not(active))
   new_mask = tf.reshape(tf.cast(new_active, mask.dtype), shape)
   return new_mask, tf.reshape(grown, shape)
+
+
+def prune_mask(mask, weights, sparsity, max_update=None):
+  """Magnitude pruning: keep the ``N - floor(sparsity * N)`` largest |W * M|.
+
+  Connections already pruned stay pruned (only active ones compete), so the
+  mask only loses ones; if it already has fewer ones it is returned unchanged.
+
+  Example:
+  >>> prune_mask(tf.ones([4]), tf.constant([0.1, -3., 2., 0.5]), 0.5).numpy().tolist()
+  [0.0, 1.0, 1.0, 0.0]
+  """
+  mask = tf.convert_to_tensor(mask)
+  shape = tf.shape(mask)
+  active = tf.reshape(mask, [-1]) > 0
+  size = tf.size(active)
+  sparsity = tf.cast(sparsity, tf.float64)
+  n_keep = size - tf.cast(tf.floor(sparsity * tf.cast(size, tf.float64)), tf.int32)
+  n_active = tf.reduce_sum(tf.cast(active, tf.int32))
+  n_drop = tf.maximum(n_active - n_keep, 0)
+  scores = tf.abs(tf.reshape(tf.cast(weights, tf.float32), [-1]))
+  dropped = _positions(-scores, active, n_drop, max_update)
+  kept = tf.logical_and(active, tf.logical_not(dropped))
+  return tf.reshape(tf.cast(kept, mask.dtype), shape)

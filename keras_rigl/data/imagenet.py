@@ -1,0 +1,120 @@
+"""ImageNet (ILSVRC 2012) from tensorflow-datasets: the standard ResNet input.
+
+Training: random resized crop (a box covering 8%-100% of the image with
+aspect ratio in [3/4, 4/3], from `sample_distorted_bounding_box`), resized to
+224x224, random horizontal flip. Eval: resize the shorter side to 256
+(aspect ratio kept), centre crop 224x224. Both: subtract the ImageNet mean and
+divide by its standard deviation (per channel, pixel scale 0-255).
+
+JPEGs are kept encoded until after sharding and shuffling, and training
+decodes only the crop window (`decode_and_crop_jpeg`), which is what keeps
+ImageNet input fast enough for accelerators.
+
+ImageNet cannot be downloaded by tfds; see `MISSING_HELP`.
+"""
+
+from typing import Optional
+
+import tensorflow as tf
+
+from keras_rigl.data import common
+
+INFO = common.DatasetInfo(
+    name="imagenet2012", num_classes=1000, input_shape=(224, 224, 3),
+    num_train=1281167, num_eval=50000, tfds_name="imagenet2012",
+    eval_split="validation", shuffle_buffer=10000)
+
+IMAGE_SIZE = 224
+RESIZE_SIZE = 256  # shorter side before the eval centre crop
+MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+STDDEV_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+AREA_RANGE = (0.08, 1.0)
+ASPECT_RATIO_RANGE = (3.0 / 4.0, 4.0 / 3.0)
+
+MISSING_HELP = (
+    "tfds cannot download ImageNet. Download ILSVRC2012_img_train.tar and "
+    "ILSVRC2012_img_val.tar from https://image-net.org, put them in "
+    "<data_dir>/downloads/manual/, prepare the dataset once with `tfds build "
+    "imagenet2012 --data_dir=<data_dir>` (or `tfds.builder('imagenet2012', "
+    "data_dir=<data_dir>).download_and_prepare()`), then pass "
+    "`--data_dir=<data_dir>`.")
+
+
+def source(split: str, data_dir: Optional[str], training: bool,
+           seed: int) -> tf.data.Dataset:
+  """Raw `(encoded JPEG string, label)` records from a prepared tfds copy.
+
+  Example:
+
+  >>> import tensorflow_datasets as tfds
+  >>> with tfds.testing.mock_data(num_examples=2):
+  ...   ds = source("validation", None, training=False, seed=0)
+  >>> ds.element_spec[0].dtype
+  tf.string
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  return common.tfds_source(
+      INFO, split, data_dir, training, seed, MISSING_HELP,
+      decoders={"image": tfds.decode.SkipDecoding()})
+
+
+def _normalize(image):
+  image = tf.cast(image, tf.float32)
+  return (image - tf.constant(MEAN_RGB)) / tf.constant(STDDEV_RGB)
+
+
+def preprocess_train(image_bytes, label, seed):
+  """Random resized crop to 224 + random flip + normalise.
+
+  Example:
+
+  >>> jpeg = tf.io.encode_jpeg(tf.zeros([300, 200, 3], tf.uint8))
+  >>> x, y = preprocess_train(jpeg, 5, [0, 1])
+  >>> tuple(x.shape), x.dtype.name, y.dtype.name
+  ((224, 224, 3), 'float32', 'int32')
+  """
+  box_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(
+      tf.cast(seed, tf.int64), 2))
+  shape = tf.image.extract_jpeg_shape(image_bytes)
+  whole_image = tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4])
+  begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      shape, whole_image, seed=box_seed, min_object_covered=0.1,
+      aspect_ratio_range=ASPECT_RATIO_RANGE, area_range=AREA_RANGE,
+      max_attempts=10, use_image_if_no_bounding_boxes=True)
+  offset_y, offset_x, _ = tf.unstack(begin)
+  height, width, _ = tf.unstack(size)
+  window = tf.stack([offset_y, offset_x, height, width])
+  image = tf.io.decode_and_crop_jpeg(image_bytes, window, channels=3)
+  image = tf.image.resize(image, [IMAGE_SIZE, IMAGE_SIZE], method="bilinear")
+  image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+  image = tf.ensure_shape(image, INFO.input_shape)
+  return _normalize(image), tf.cast(label, tf.int32)
+
+
+def preprocess_eval(image_bytes, label):
+  """Shorter side to 256 (aspect kept), centre crop 224, normalise.
+
+  Example:
+
+  >>> jpeg = tf.io.encode_jpeg(tf.zeros([300, 600, 3], tf.uint8))
+  >>> x, _ = preprocess_eval(jpeg, 0)
+  >>> tuple(x.shape)
+  (224, 224, 3)
+  """
+  image = tf.io.decode_jpeg(image_bytes, channels=3)
+  shape = tf.shape(image)
+  height = tf.cast(shape[0], tf.float32)
+  width = tf.cast(shape[1], tf.float32)
+  scale = RESIZE_SIZE / tf.minimum(height, width)
+  # max() guards against rounding the shorter side below 256.
+  new_height = tf.maximum(tf.cast(tf.round(height * scale), tf.int32),
+                          RESIZE_SIZE)
+  new_width = tf.maximum(tf.cast(tf.round(width * scale), tf.int32),
+                         RESIZE_SIZE)
+  image = tf.image.resize(image, [new_height, new_width], method="bilinear",
+                          antialias=True)
+  image = tf.image.crop_to_bounding_box(
+      image, (new_height - IMAGE_SIZE) // 2, (new_width - IMAGE_SIZE) // 2,
+      IMAGE_SIZE, IMAGE_SIZE)
+  image = tf.ensure_shape(image, INFO.input_shape)
+  return _normalize(image), tf.cast(label, tf.int32)

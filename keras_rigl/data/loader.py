@@ -1,0 +1,188 @@
+"""One entry point for every dataset: `load`, `dataset_info`, `steps_per_epoch`.
+
+Distribution choice: given a `strategy`, `load` returns
+`strategy.distribute_datasets_from_function(...)`: every input pipeline
+reads only its shard of the records (`Dataset.shard(num_input_pipelines,
+input_pipeline_id)`) and batches `global_batch // num_replicas_in_sync`
+examples per replica. This one path is right for MirroredStrategy,
+MultiWorkerMirroredStrategy and TPUStrategy alike: no re-batching of a global
+batch, no reliance on auto-shard policies (which fall back from file to data
+sharding with a warning for tfds), and each pipeline's shuffle and
+augmentation seeds stay reproducible. Keras `model.fit` accepts the result
+(both Keras 3 and tf_keras). Without a strategy `load` returns a plain
+global-batch `tf.data.Dataset`, which `model.fit` under a
+MirroredStrategy scope also distributes by itself.
+"""
+
+from typing import Optional
+
+import tensorflow as tf
+
+from keras_rigl.data import cifar10
+from keras_rigl.data import common
+from keras_rigl.data import fashion_mnist
+from keras_rigl.data import imagenet
+
+DATASETS = {
+    "fashion_mnist": fashion_mnist,
+    "cifar10": cifar10,
+    "imagenet2012": imagenet,
+}
+_ALIASES = {
+    "fashion-mnist": "fashion_mnist",
+    "fashionmnist": "fashion_mnist",
+    "cifar-10": "cifar10",
+    "imagenet": "imagenet2012",
+}
+
+
+def _module(name: str):
+  key = str(name).lower()
+  key = _ALIASES.get(key, key)
+  if key not in DATASETS:
+    raise ValueError(f"Unknown dataset {name!r}; choose one of "
+                     f"{sorted(DATASETS)}.")
+  return DATASETS[key]
+
+
+def _split(info: common.DatasetInfo, split: str) -> str:
+  if split == "train":
+    return "train"
+  if split in ("eval", info.eval_split):
+    return info.eval_split
+  raise ValueError(f"Unknown split {split!r} for {info.name}; use 'train' or "
+                   f"'eval' (also called {info.eval_split!r}).")
+
+
+def dataset_info(name: str) -> common.DatasetInfo:
+  """Number of classes, input shape and example counts of a dataset.
+
+  Args:
+    name: `"fashion_mnist"`, `"cifar10"` or `"imagenet2012"` (alias
+      `"imagenet"`).
+
+  Returns:
+    A `DatasetInfo` with `num_classes`, `input_shape`, `num_train`,
+    `num_eval` (the full, official splits).
+
+  Example:
+
+  >>> info = dataset_info("cifar10")
+  >>> info.num_classes, info.input_shape, info.num_train, info.num_eval
+  (10, (32, 32, 3), 50000, 10000)
+  """
+  return _module(name).INFO
+
+
+def steps_per_epoch(name: str, split: str, batch_size: int) -> int:
+  """Batches in one pass over a split at a global `batch_size`.
+
+  Training batches drop the remainder (floor); eval batches keep it (ceil).
+  Use it as `steps_per_epoch` with `repeat=True`.
+
+  Example:
+
+  >>> steps_per_epoch("fashion_mnist", "train", 128)
+  468
+  >>> steps_per_epoch("fashion_mnist", "eval", 128)
+  79
+  """
+  info = dataset_info(name)
+  if _split(info, split) == "train":
+    return info.num_train // batch_size
+  return -(-info.num_eval // batch_size)
+
+
+def load(name: str,
+         split: str,
+         batch_size: int,
+         data_dir: Optional[str] = None,
+         *,
+         shuffle: Optional[bool] = None,
+         seed: Optional[int] = 0,
+         repeat: bool = False,
+         training: Optional[bool] = None,
+         drop_remainder: Optional[bool] = None,
+         shuffle_buffer: Optional[int] = None,
+         strategy: Optional[tf.distribute.Strategy] = None,
+         input_context: Optional[tf.distribute.InputContext] = None):
+  """A batched `(image float32, label int32)` dataset, ready for `model.fit`.
+
+  Args:
+    name: `"fashion_mnist"`, `"cifar10"` or `"imagenet2012"`.
+    split: `"train"` or `"eval"` (or the dataset's own eval split name,
+      `"test"` / `"validation"`).
+    batch_size: the GLOBAL batch size (summed over all replicas).
+    data_dir: where the data lives. Fashion-MNIST: a folder with the idx
+      files, or a tfds data_dir; default the Debian package's folder, then
+      `~/tensorflow_datasets`. Others: the tfds data_dir. Nothing is ever
+      downloaded.
+    shuffle: shuffle the records; default: only when training.
+    seed: makes shuffling and augmentation reproducible; `None` for a random
+      seed.
+    repeat: repeat forever (then pass `steps_per_epoch` to `fit`).
+    training: apply training augmentation; default `split == "train"`.
+    drop_remainder: drop the last partial batch; default when training
+      (static batch shapes, which TPUs need).
+    shuffle_buffer: records in the shuffle buffer; default per dataset.
+    strategy: a `tf.distribute.Strategy`; if given, returns a distributed
+      dataset with per-replica batches of `batch_size // num_replicas`.
+    input_context: for use inside your own
+      `distribute_datasets_from_function`: shard by it and batch per replica.
+
+  Returns:
+    A `tf.data.Dataset`, or a distributed dataset when `strategy` is given.
+
+  Raises:
+    DataNotFoundError: the data is not on disk; the message says how to get
+      it.
+
+  Example:
+
+  >>> ds = load("fashion_mnist", "train", batch_size=128, seed=1)
+  >>> images, labels = next(iter(ds))
+  >>> images.shape, labels.dtype
+  (TensorShape([128, 28, 28, 1]), tf.int32)
+  """
+  module = _module(name)
+  info = module.INFO
+  tfds_split = _split(info, split)
+  training = (tfds_split == "train") if training is None else bool(training)
+  shuffle = training if shuffle is None else bool(shuffle)
+  drop_remainder = training if drop_remainder is None else bool(drop_remainder)
+  shuffle_buffer = shuffle_buffer or info.shuffle_buffer
+  seed = common.resolve_seed(seed)
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be positive, got {batch_size}.")
+
+  def dataset_fn(context):
+    raw = module.source(tfds_split, data_dir, training, seed)
+    return common.build_pipeline(
+        raw, module.preprocess_train, module.preprocess_eval,
+        common.per_replica_batch_size(batch_size, context),
+        training=training, shuffle=shuffle, shuffle_buffer=shuffle_buffer,
+        seed=seed, repeat=repeat, drop_remainder=drop_remainder,
+        input_context=context)
+
+  if strategy is None:
+    return dataset_fn(input_context)
+  if input_context is not None:
+    raise ValueError("Pass either `strategy` or `input_context`, not both.")
+  return distribute(strategy, dataset_fn)
+
+
+def distribute(strategy: tf.distribute.Strategy, dataset_fn):
+  """`strategy.distribute_datasets_from_function(dataset_fn)`, explained.
+
+  `dataset_fn(input_context)` is called once per input pipeline (worker) and
+  must shard by the context and batch per replica, as `load` does.
+
+  Example:
+
+  >>> strategy = tf.distribute.get_strategy()
+  >>> dist = distribute(strategy, lambda ctx: tf.data.Dataset.range(4).batch(
+  ...     ctx.get_per_replica_batch_size(2)))
+  >>> [int(x.shape[0]) for x in dist]
+  [2, 2]
+  """
+  return strategy.distribute_datasets_from_function(dataset_fn)
