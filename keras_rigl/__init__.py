@@ -2,6 +2,7 @@
 
 from keras_rigl._keras import FLAVOUR as keras_flavour
 from keras_rigl.distributions import layer_sparsities
+from keras_rigl.export import export
 from keras_rigl.masks import update_mask
 from keras_rigl.schedulers import (MagnitudePruningScheduler, RigLScheduler,
                                    SETScheduler)

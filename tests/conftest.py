@@ -1,0 +1,67 @@
+"""Shared test set-up: two logical CPUs (for MirroredStrategy) and small fixtures."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # pylint: disable=g-import-not-at-top
+import pytest  # pylint: disable=g-import-not-at-top
+import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+# Must run before TensorFlow initialises its devices: split the CPU in two so
+# that MirroredStrategy has two replicas on this machine.
+try:
+  _cpu = tf.config.list_physical_devices("CPU")[0]
+  tf.config.set_logical_device_configuration(
+      _cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+except RuntimeError:
+  pass
+
+from keras_rigl._keras import keras  # pylint: disable=g-import-not-at-top
+
+
+@pytest.fixture
+def rng():
+  return np.random.default_rng(0)
+
+
+@pytest.fixture
+def toy_data():
+  """256 examples of 12 features, 3 classes, learnable by a small MLP."""
+  r = np.random.default_rng(1)
+  x = r.normal(size=(256, 12)).astype("float32")
+  y = (x[:, :3].argmax(axis=1)).astype("int32")
+  return x, y
+
+
+@pytest.fixture
+def toy_dataset(toy_data):
+  x, y = toy_data
+  return tf.data.Dataset.from_tensor_slices((x, y)).batch(32, drop_remainder=True)
+
+
+def make_mlp(hidden=24, inputs=12, classes=3, name="mlp"):
+  return keras.Sequential([
+      keras.Input((inputs,)),
+      keras.layers.Dense(hidden, activation="relu", name="fc1"),
+      keras.layers.Dense(hidden, activation="relu", name="fc2"),
+      keras.layers.Dense(classes, name="logits"),
+  ], name=name)
+
+
+@pytest.fixture
+def mlp():
+  keras.utils.set_random_seed(0)
+  return make_mlp()
+
+
+def masked_pairs(model):
+  """[(weight ndarray, mask ndarray)] of every SparseWrapper in `model`."""
+  from keras_rigl.surgery import walk_layers  # pylint: disable=g-import-not-at-top
+  from keras_rigl.wrapper import SparseWrapper  # pylint: disable=g-import-not-at-top
+  return [(np.asarray(w), np.asarray(m)) for layer in walk_layers(model)
+          if isinstance(layer, SparseWrapper) for w, m in layer.masked_weights]
+
+
+def sparse_ce():
+  return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
