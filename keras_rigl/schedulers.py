@@ -47,7 +47,9 @@ class _Target:
     self.weight = weight
     self.mask = mask
     self.name = f"{wrapper.layer.name}/{wrapper.weight_keys[index]}"
-    self.seed = name_seed(seed, self.name)
+    seed_pair = name_seed(seed, self.name)
+    # One int64 key from (seed, layer) for stateless RNG seeds [key, step].
+    self.key = (seed_pair[0] << 31) | seed_pair[1]
     self.size = int(np.prod(weight.shape))
     self.slots = []
 
@@ -221,7 +223,7 @@ class _DropGrowScheduler(_MaskScheduler):
     kept = tf.cast(tf.logical_and(new_mask > 0, tf.logical_not(grown)), weight.dtype)
     count = tf.maximum(tf.reduce_sum(kept), 1.0)
     std = tf.sqrt(tf.reduce_sum(tf.square(weight * kept)) / count)
-    seed = tf.stack([tf.cast(target.seed[1], tf.int64), step])
+    seed = tf.stack([tf.constant(target.key, tf.int64), step])
     if self.grow_init == "random_normal":
       noise = tf.random.stateless_normal(tf.shape(weight), seed=seed, dtype=weight.dtype)
     else:
@@ -284,9 +286,6 @@ class RigLScheduler(_DropGrowScheduler):
     step = int(self.model.optimizer.iterations.numpy())
     consumed = self._updates_before(step) * self.grad_accumulation_steps
     dataset = self.data.repeat()
-    cardinality = int(self.data.cardinality())
-    if cardinality > 0:
-      consumed %= cardinality
     if consumed:
       dataset = dataset.skip(consumed)
     strategy = self.model.distribute_strategy
@@ -367,7 +366,7 @@ class SETScheduler(_DropGrowScheduler):
 
   def _grow_scores(self, step):
     return [tf.random.stateless_uniform(
-        t.weight.shape, seed=tf.stack([tf.cast(t.seed[1], tf.int64), step + (1 << 32)]))
+        t.weight.shape, seed=tf.stack([tf.constant(t.key, tf.int64), step + (1 << 40)]))
             for t in self._targets]
 
 
