@@ -10,14 +10,17 @@ Example:
 (60000, (28, 28, 1))
 """
 
+from keras_rigl.data import fashion_mnist
 from keras_rigl.data.common import DataNotFoundError
 from keras_rigl.data.common import DatasetInfo
-from keras_rigl.data.fashion_mnist import load_arrays as load_fashion_mnist_arrays  # pylint: disable=line-too-long
 from keras_rigl.data.loader import DATASETS
 from keras_rigl.data.loader import dataset_info
 from keras_rigl.data.loader import distribute
 from keras_rigl.data.loader import load
 from keras_rigl.data.loader import steps_per_epoch
+
+# Fashion-MNIST as numpy arrays, straight from the idx files.
+load_fashion_mnist_arrays = fashion_mnist.load_arrays
 
 __all__ = [
     "DATASETS",

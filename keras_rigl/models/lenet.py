@@ -55,7 +55,7 @@ def lenet5(input_shape=(28, 28, 1), num_classes=10, name="lenet5"):
 
   Example:
   >>> model = lenet5()
-  >>> model.get_layer("conv2").kernel.shape
+  >>> tuple(model.get_layer("conv2").kernel.shape)
   (5, 5, 20, 50)
   """
   input_shape = check_input_shape(input_shape, 3, "lenet5")

@@ -84,7 +84,7 @@ def mobilenet_v1(width=1.0, input_shape=(224, 224, 3), num_classes=1000,
 
   Example:
   >>> model = mobilenet_v1()
-  >>> model.get_layer("block13_pointwise").kernel.shape
+  >>> tuple(model.get_layer("block13_pointwise").kernel.shape)
   (1, 1, 1024, 1024)
   """
   width = _check_width(width)
@@ -132,7 +132,7 @@ def mobilenet_v2(width=1.0, input_shape=(224, 224, 3), num_classes=1000,
 
   Example:
   >>> model = mobilenet_v2()
-  >>> model.get_layer("conv_last").kernel.shape
+  >>> tuple(model.get_layer("conv_last").kernel.shape)
   (1, 1, 320, 1280)
   """
   width = _check_width(width)
