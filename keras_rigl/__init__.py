@@ -1,8 +1,11 @@
 """keras-rigl: dynamic sparse training (RigL) for Keras 3 and tf_keras."""
 
+from keras_rigl import data
+from keras_rigl import models
 from keras_rigl._keras import FLAVOUR as keras_flavour
 from keras_rigl.distributions import layer_sparsities
 from keras_rigl.export import export
+from keras_rigl.flops import count_flops, model_size_bytes, training_flops
 from keras_rigl.masks import update_mask
 from keras_rigl.schedulers import (MagnitudePruningScheduler, RigLScheduler,
                                    SETScheduler)

@@ -45,20 +45,64 @@ def random_mask(shape, sparsity, seed, dtype=tf.float32):
   return tf.reshape(flat, shape)
 
 
-def _positions(scores, eligible, count, max_count):
+_SAMPLE_STRIDE = 16
+
+
+def _top_indices(values, count):
+  """Indices of the `count` largest entries of 1-D `values` (exact, any order).
+
+  A strided sample gives a threshold that, in expectation, about twice `count`
+  entries reach; the exact top_k then runs over those only. If fewer than
+  `count` reach it (unlucky sample), a top_k over everything is the fallback,
+  so the result is always exact; ties still go to the lower index.
+  """
+  size = values.shape[0]
+  if size is None or size < 64 * _SAMPLE_STRIDE:
+    return tf.math.top_k(values, k=count, sorted=False).indices
+  sample = values[::_SAMPLE_STRIDE]
+  rank = tf.clip_by_value(count // (2 * _SAMPLE_STRIDE), 1, tf.shape(sample)[0])
+  threshold = tf.reduce_min(tf.math.top_k(sample, k=rank, sorted=False).values)
+  reach = values >= threshold
+
+  def among_reaching():
+    where = tf.where(reach)[:, 0]
+    top = tf.math.top_k(tf.gather(values, where), k=count, sorted=False).indices
+    return tf.cast(tf.gather(where, top), tf.int32)
+
+  def among_all():
+    return tf.math.top_k(values, k=count, sorted=False).indices
+
+  enough = tf.reduce_sum(tf.cast(reach, tf.int32)) >= count
+  return tf.cond(enough, among_reaching, among_all)
+
+
+def _positions(scores, eligible, count, max_count, few_eligible=False):
   """Boolean [N] marking the `count` eligible entries with the largest scores.
 
   Uses a partial selection (top_k), never a full sort. `max_count` is a static
   bound on `count` (an int) or None to select exactly `count` (dynamic shape).
+  With `few_eligible` (and no static bound) the eligible entries are gathered
+  first, so the selection runs over them only (drop: the active weights).
   Ties go to the lower flat index.
   """
   size = tf.shape(scores)[0]
+  if max_count is None and few_eligible:
+    where = tf.where(eligible)[:, 0]
+    _, top = tf.math.top_k(tf.gather(scores, where), k=count, sorted=False)
+    index = tf.cast(tf.gather(where, top), tf.int32)
+    picked = tf.scatter_nd(index[:, None], tf.ones_like(index, tf.int32), [size])
+    return picked > 0
   lowest = tf.fill(tf.shape(scores), tf.constant(-float("inf"), scores.dtype))
   candidates = tf.where(eligible, scores, lowest)
-  k = count if max_count is None else tf.minimum(int(max_count), size)
-  _, index = tf.math.top_k(candidates, k=k, sorted=True)
-  valid = tf.range(tf.shape(index)[0]) < count
-  picked = tf.scatter_nd(index[:, None], tf.cast(valid, tf.int32), [size])
+  if max_count is None:
+    index = _top_indices(candidates, count)
+    valid = tf.ones_like(index, tf.int32)
+  else:
+    # Static k: take the best max_count in order, keep the first `count`.
+    k = tf.minimum(int(max_count), size)
+    _, index = tf.math.top_k(candidates, k=k, sorted=True)
+    valid = tf.cast(tf.range(tf.shape(index)[0]) < count, tf.int32)
+  picked = tf.scatter_nd(index[:, None], valid, [size])
   return picked > 0
 
 
@@ -103,10 +147,12 @@ def update_mask(mask, weights, grow_scores, drop_fraction, drop_scores=None,
   else:
     drop_scores = tf.reshape(tf.cast(drop_scores, tf.float32), [-1])
   n_active = tf.reduce_sum(tf.cast(active, tf.int32))
-  drop_fraction = tf.cast(drop_fraction, tf.float64)
+  # dtype_hint: a Python float must not pass through float32 (0.7 -> 0.6999...).
+  drop_fraction = tf.cast(
+      tf.convert_to_tensor(drop_fraction, dtype_hint=tf.float64), tf.float64)
   n_drop = tf.cast(tf.floor(tf.cast(n_active, tf.float64) * drop_fraction), tf.int32)
   # Drop: the n_drop active entries with the smallest drop score.
-  dropped = _positions(-drop_scores, active, n_drop, max_update)
+  dropped = _positions(-drop_scores, active, n_drop, max_update, few_eligible=True)
   kept = tf.logical_and(active, tf.logical_not(dropped))
   # Grow: the n_drop best of everything not kept (dropped ones included).
   grown_positions = _positions(grow_scores, tf.logical_not(kept), n_drop, max_update)
@@ -130,11 +176,11 @@ def prune_mask(mask, weights, sparsity, max_update=None):
   shape = tf.shape(mask)
   active = tf.reshape(mask, [-1]) > 0
   size = tf.size(active)
-  sparsity = tf.cast(sparsity, tf.float64)
+  sparsity = tf.cast(tf.convert_to_tensor(sparsity, dtype_hint=tf.float64), tf.float64)
   n_keep = size - tf.cast(tf.floor(sparsity * tf.cast(size, tf.float64)), tf.int32)
   n_active = tf.reduce_sum(tf.cast(active, tf.int32))
   n_drop = tf.maximum(n_active - n_keep, 0)
   scores = tf.abs(tf.reshape(tf.cast(weights, tf.float32), [-1]))
-  dropped = _positions(-scores, active, n_drop, max_update)
+  dropped = _positions(-scores, active, n_drop, max_update, few_eligible=True)
   kept = tf.logical_and(active, tf.logical_not(dropped))
   return tf.reshape(tf.cast(kept, mask.dtype), shape)

@@ -109,6 +109,7 @@ class _MaskScheduler(keras.callbacks.Callback):
           f"multiples of {spe}.")
     self._targets = self._find_targets()
     self._end_step = self._resolve_end_step()
+    self._epoch_start = int(self.model.optimizer.iterations.numpy())
     self._update_fn = None  # Slots exist only once the optimizer is built.
 
   def _build_update(self):
@@ -154,8 +155,17 @@ class _MaskScheduler(keras.callbacks.Callback):
   def _should_update(self, step):
     return is_update_step(step, self.update_freq, self.begin_step, self._end_step)
 
+  def on_epoch_begin(self, epoch, logs=None):
+    self._epoch_start = int(self.model.optimizer.iterations.numpy())
+
   def on_train_batch_end(self, batch, logs=None):
-    step = int(self.model.optimizer.iterations.numpy())
+    # `batch` is the index of the epoch's last finished step (also with
+    # steps_per_execution), so the step is known without a device read; the
+    # counter is only read to confirm a due update (skipped mixed-precision
+    # steps do not advance it).
+    step = self._epoch_start + batch + 1
+    if self._should_update(step):
+      step = int(self.model.optimizer.iterations.numpy())
     if self._should_update(step):
       if self._update_fn is None:
         strategy = self._build_update()
@@ -288,6 +298,8 @@ class RigLScheduler(_DropGrowScheduler):
     dataset = self.data.repeat()
     if consumed:
       dataset = dataset.skip(consumed)
+    # One batch ready in the background, so an update does not wait for input.
+    dataset = dataset.prefetch(1)
     strategy = self.model.distribute_strategy
     self._iterator = iter(strategy.experimental_distribute_dataset(dataset))
 
