@@ -154,7 +154,10 @@ class SparseWrapper(_L.Wrapper):
     self.target_sparsity = sparsity
     self.seed = int(seed)
     self.mask_init = mask_init
-    self._specs = []  # [(attribute, weight_key, weight, mask)]
+    # [(attribute, weight_key, weight, mask)]. A plain, untracked list: if Keras
+    # tracked it, the inner layer's kernel would also count as the wrapper's
+    # own weight (saved twice; tf_keras then fails to load a .keras file).
+    object.__setattr__(self, "_specs", [])
     parameters = inspect.signature(layer.call).parameters.values()
     # tf_keras passes `training` to us; forward only what the layer accepts.
     self._inner_kwargs = None if any(
@@ -183,7 +186,7 @@ class SparseWrapper(_L.Wrapper):
         raise ValueError(
             f"sparsity names {unknown}, but layer {self.layer.name!r} has the "
             f"sparsifiable weights {[key for key, _ in weights]}.")
-    self._specs = []
+    object.__setattr__(self, "_specs", [])
     for key, weight in weights:
       attribute = _attribute_holding(self.layer, weight)
       sparsity = self._sparsity_for(key)
@@ -199,6 +202,9 @@ class SparseWrapper(_L.Wrapper):
       if user_constraint is not None:
         # The optimizer applies it after each step: re-mask after the user's.
         _keras.set_variable_constraint(weight, _MaskedConstraint(user_constraint, mask))
+      # An attribute, so that tf.train.Checkpoint saves it (Keras 3 tracks
+      # checkpoint dependencies through attributes only).
+      setattr(self, f"{key}_mask", mask)
       self._specs.append((attribute, key, weight, mask))
     self.apply_masks()
     self.built = True
