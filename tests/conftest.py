@@ -20,6 +20,27 @@ except RuntimeError:
 from keras_rigl._keras import keras  # pylint: disable=g-import-not-at-top
 
 
+_MIRRORED = []
+
+
+def shared_mirrored_strategy():
+  """One MirroredStrategy over the two logical CPUs for the whole session.
+
+  Several MirroredStrategy objects in one process can reuse collective
+  instance keys and abort each other's all-reduces, so every test shares one.
+  """
+  if not _MIRRORED:
+    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+    assert len(cpus) >= 2, "conftest could not split the CPU into 2 logical devices"
+    _MIRRORED.append(tf.distribute.MirroredStrategy(cpus[:2]))
+  return _MIRRORED[0]
+
+
+@pytest.fixture
+def mirrored_strategy():
+  return shared_mirrored_strategy()
+
+
 @pytest.fixture
 def rng():
   return np.random.default_rng(0)

@@ -266,11 +266,8 @@ def test_input_context_sharding(tmp_path):
 
 
 def _mirrored_strategy():
-  cpus = tf.config.list_logical_devices("CPU")
-  if len(cpus) < 2:
-    pytest.skip("TensorFlow was initialised with one CPU before this module "
-                "could configure two logical CPUs.")
-  return tf.distribute.MirroredStrategy([d.name for d in cpus[:2]])
+  from conftest import shared_mirrored_strategy  # pylint: disable=g-import-not-at-top
+  return shared_mirrored_strategy()
 
 
 def test_distributed_dataset_and_fit():

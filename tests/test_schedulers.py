@@ -160,7 +160,8 @@ def test_set_is_deterministic_and_seeded(toy_dataset):
   assert all(a.sum() == b.sum() for a, b in zip(first, initial))
 
 
-def test_mirrored_strategy_replicas_identical_and_match_single_device(toy_data):
+def test_mirrored_strategy_replicas_identical_and_match_single_device(
+    toy_data, mirrored_strategy):
   x, y = toy_data
   def run(strategy):
     with strategy.scope():
@@ -170,7 +171,6 @@ def test_mirrored_strategy_replicas_identical_and_match_single_device(toy_data):
     model.fit(data, epochs=2, verbose=0,
               callbacks=[kr.RigLScheduler(data, update_freq=4, end_step=12)])
     return model
-  mirrored_strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
   mirrored = run(mirrored_strategy)
   single = run(tf.distribute.OneDeviceStrategy("/cpu:0"))
 

@@ -1,0 +1,48 @@
+# Two commands do all set-up on a fresh Debian machine:
+#   make train   RigL training run (LeNet-300-100 on Fashion-MNIST, 90% ERK)
+#   make test    the test suite, in both Keras flavours
+# Both create .venv and install what they need on first use.
+
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+TRAIN_FLAGS ?=
+PYTEST_FLAGS ?= -q
+
+.PHONY: setup data train test test-keras3 test-tf-keras benchmarks clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: setup.py constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	touch $@
+
+data: $(FASHION_MNIST)
+
+$(FASHION_MNIST):
+	$(SUDO) apt-get update -q
+	$(SUDO) apt-get install -y -q dataset-fashion-mnist
+
+train: setup data
+	$(PY) examples/train.py $(TRAIN_FLAGS)
+
+# Keras 3 (the default) first, then tf_keras (TF_USE_LEGACY_KERAS=1).
+test: test-keras3 test-tf-keras
+
+test-keras3: setup data
+	$(PY) -m pytest $(PYTEST_FLAGS)
+
+test-tf-keras: setup data
+	TF_USE_LEGACY_KERAS=1 $(PY) -m pytest $(PYTEST_FLAGS)
+
+benchmarks: setup data
+	$(PY) benchmarks/epoch_time.py
+	TF_USE_LEGACY_KERAS=1 $(PY) benchmarks/epoch_time.py --variants dense,static,rigl,tfmot
+	$(PY) benchmarks/mask_update.py
+
+clean:
+	rm -rf $(VENV) *.egg-info

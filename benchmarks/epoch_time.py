@@ -1,0 +1,97 @@
+"""Epoch time of sparse training against the same dense model (LeNet-300-100).
+
+Variants, each trained in one `fit` on Fashion-MNIST (batch 128, 468 steps an
+epoch); the first epoch (tracing) is dropped and the median of the rest kept:
+
+  dense    the plain model
+  static   sparsify(90% ERK), no scheduler: the cost of SparseWrapper itself
+  rigl     static + RigLScheduler(update_freq=100), updates in every epoch
+  set      static + SETScheduler(update_freq=100)
+  tfmot    tfmot.prune_low_magnitude at 90% (tf_keras flavour only)
+
+Variants run twice in mirrored order (dense, static, ..., static, dense) so
+that drift in machine speed cancels out. Ratios are over dense in this run.
+
+  python benchmarks/epoch_time.py [--epochs 4] [--variants dense,static,rigl]
+"""
+
+import statistics
+import time
+
+from absl import app, flags
+
+import tensorflow as tf
+
+import keras_rigl as kr
+from keras_rigl import data as kr_data
+from keras_rigl._keras import keras, FLAVOUR
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("epochs", 4, "Epochs per fit (the first one is not timed).")
+flags.DEFINE_list("variants", ["dense", "static", "rigl", "set", "tfmot"], "What to time.")
+flags.DEFINE_integer("batch_size", 128, "Batch size.")
+flags.DEFINE_float("sparsity", 0.9, "Sparsity of the sparse variants.")
+
+
+class EpochTimer(keras.callbacks.Callback):
+
+  def __init__(self):
+    super().__init__()
+    self.times = []
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._start = time.perf_counter()
+
+  def on_epoch_end(self, epoch, logs=None):
+    self.times.append(time.perf_counter() - self._start)
+
+
+def build(variant, train, steps):
+  keras.utils.set_random_seed(0)
+  model = kr.models.lenet300_100()
+  callbacks = []
+  if variant == "tfmot":
+    import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
+    schedule = tfmot.sparsity.keras.ConstantSparsity(FLAGS.sparsity, 0, frequency=100)
+    model = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
+    callbacks.append(tfmot.sparsity.keras.UpdatePruningStep())
+  elif variant != "dense":
+    model = kr.sparsify(model, FLAGS.sparsity, "erk")
+    if variant == "rigl":
+      callbacks.append(kr.RigLScheduler(train, update_freq=100, end_step=steps))
+    elif variant == "set":
+      callbacks.append(kr.SETScheduler(update_freq=100, end_step=steps))
+  model.compile(keras.optimizers.SGD(0.05, momentum=0.9),
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=["accuracy"])
+  return model, callbacks
+
+
+def main(_):
+  variants = list(FLAGS.variants)
+  if "tfmot" in variants and FLAVOUR != "tf_keras":
+    print("(tfmot needs tf_keras: run with TF_USE_LEGACY_KERAS=1 to include it)")
+    variants.remove("tfmot")
+  train = kr_data.load("fashion_mnist", "train", FLAGS.batch_size, seed=0).cache()
+  steps = FLAGS.epochs * int(train.cardinality())
+  times = {v: [] for v in variants}
+  accuracy = {}
+  for variant in variants + variants[::-1]:
+    model, callbacks = build(variant, train, steps)
+    timer = EpochTimer()
+    history = model.fit(train, epochs=FLAGS.epochs, verbose=0, callbacks=callbacks + [timer])
+    times[variant] += timer.times[1:]
+    accuracy[variant] = history.history["accuracy"][-1]
+    print(f"  {variant:7s} epochs {['%.2f' % t for t in timer.times]}", flush=True)
+  base = statistics.median(times["dense"]) if "dense" in times else None
+  print(f"\nLeNet-300-100, Fashion-MNIST, batch {FLAGS.batch_size}, {FLAVOUR}, "
+        f"{FLAGS.sparsity:.0%} ERK, median of {len(times[variants[0]])} epochs")
+  print(f"{'variant':8s} {'epoch s':>8s} {'vs dense':>9s} {'train acc':>10s}")
+  for variant in variants:
+    median = statistics.median(times[variant])
+    ratio = f"{median / base:.3f}" if base else "-"
+    print(f"{variant:8s} {median:8.2f} {ratio:>9s} {accuracy[variant]:10.3f}")
+
+
+if __name__ == "__main__":
+  app.run(main)
