@@ -52,6 +52,7 @@ class _Target:
     self.key = (seed_pair[0] << 31) | seed_pair[1]
     self.size = int(np.prod(weight.shape))
     self.slots = []
+    self.max_update = None  # Static bound on moved connections (TPU).
 
 
 class _MaskScheduler(keras.callbacks.Callback):
@@ -72,6 +73,8 @@ class _MaskScheduler(keras.callbacks.Callback):
     self._end_step = self.end_step
     self.last_mask_change = 0.0
     self.updates = 0
+    # Static shapes in the update (automatic under TPUStrategy); same result.
+    self.static_shapes = False
 
   # --- set-up -------------------------------------------------------------
 
@@ -114,9 +117,15 @@ class _MaskScheduler(keras.callbacks.Callback):
 
   def _build_update(self):
     optimizer = self.model.optimizer
+    strategy = self.model.distribute_strategy
+    # XLA on TPU needs static shapes: bound the moved connections per layer
+    # by the (constant) number of ones times the largest drop fraction.
+    static = self.static_shapes or isinstance(strategy, tf.distribute.TPUStrategy)
     for target in self._targets:
       target.slots = _keras.optimizer_slots(optimizer, target.weight)
-    strategy = self.model.distribute_strategy
+      if static:
+        ones = int(np.sum(np.asarray(_keras.variable_tensor(target.mask))))
+        target.max_update = int(math.floor(ones * self._max_fraction()))
     self._metric_variables = [v for m in self.model.metrics for v in m.variables]
     self._update_fn = tf.function(self._update_step, reduce_retracing=True)
     return strategy
@@ -151,6 +160,10 @@ class _MaskScheduler(keras.callbacks.Callback):
 
   def _update_argument(self, step):
     return tf.constant(0.0, tf.float64)
+
+  def _max_fraction(self):
+    """Largest fraction of a layer's ones one update can move."""
+    return 1.0
 
   def _should_update(self, step):
     return is_update_step(step, self.update_freq, self.begin_step, self._end_step)
@@ -201,6 +214,11 @@ class _DropGrowScheduler(_MaskScheduler):
     self.drop_fraction_schedule = drop_fraction_schedule
     self.grow_init = grow_init
 
+  def _max_fraction(self):
+    if callable(self.drop_fraction_schedule):
+      return 1.0
+    return self.drop_fraction  # Every named schedule starts at its maximum.
+
   def current_drop_fraction(self, step):
     """Drop fraction the schedule gives at `step` (0 outside the window)."""
     end = self._end_step if self._end_step is not None else self.end_step
@@ -223,7 +241,8 @@ class _DropGrowScheduler(_MaskScheduler):
   def _new_masks(self, step, drop_fraction):
     scores = self._grow_scores(step)
     return [update_mask(_keras.variable_tensor(t.mask), _keras.variable_tensor(t.weight),
-                        score, drop_fraction) for t, score in zip(self._targets, scores)]
+                        score, drop_fraction, max_update=t.max_update)
+            for t, score in zip(self._targets, scores)]
 
   def _grown_values(self, target, step, new_mask, grown):
     weight = _keras.variable_tensor(target.weight)
@@ -452,7 +471,8 @@ class MagnitudePruningScheduler(_MaskScheduler):
     results = []
     for i, t in enumerate(self._targets):
       mask = _keras.variable_tensor(t.mask)
-      new_mask = prune_mask(mask, _keras.variable_tensor(t.weight), sparsities[i])
+      new_mask = prune_mask(mask, _keras.variable_tensor(t.weight), sparsities[i],
+                            max_update=t.max_update)
       results.append((new_mask, tf.zeros_like(new_mask, tf.bool)))
     return results
 

@@ -129,6 +129,22 @@ def test_grown_weights_start_at_zero_with_zero_slots(toy_dataset, optimizer):
   assert grown_any
 
 
+def test_static_shape_update_matches_dynamic(toy_dataset):
+  def run(static):
+    model = sparse_mlp()
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9), sparse_ce())
+    rigl = kr.RigLScheduler(toy_dataset, update_freq=4, end_step=12)
+    rigl.static_shapes = static  # What TPUStrategy selects automatically.
+    model.fit(toy_dataset, epochs=2, callbacks=[rigl], verbose=0)
+    return masked_pairs(model), rigl
+  dynamic, _ = run(False)
+  static, rigl = run(True)
+  assert all(t.max_update is not None and t.max_update > 0 for t in rigl._targets)
+  for (w1, m1), (w2, m2) in zip(dynamic, static):
+    np.testing.assert_array_equal(m1, m2)
+    np.testing.assert_allclose(w1, w2, rtol=1e-6, atol=1e-6)
+
+
 def test_grow_init_random_normal_scaled_to_layer(toy_dataset):
   model = sparse_mlp()
   model.compile(keras.optimizers.SGD(0.1), sparse_ce())
