@@ -72,7 +72,9 @@ class _MaskScheduler(keras.callbacks.Callback):
     self._update_fn = None
     self._end_step = self.end_step
     self.last_mask_change = 0.0
+    self.last_update_step = None
     self.updates = 0
+    self._supports_tf_logs = True  # tf_keras: no per-batch numpy conversion.
     # Static shapes in the update (automatic under TPUStrategy); same result.
     self.static_shapes = False
 
@@ -110,10 +112,18 @@ class _MaskScheduler(keras.callbacks.Callback):
           f"and begin_step={self.begin_step}: the callback only sees every {spe}th "
           "step and would miss updates. Choose update_freq and begin_step that are "
           f"multiples of {spe}.")
+    steps = self.params.get("steps")
+    if spe > 1 and steps and steps % spe:
+      raise ValueError(
+          f"steps_per_execution={spe} does not divide the {steps} steps of an epoch: "
+          "the last execution of each epoch is shorter and shifts the steps the "
+          "callback sees. Use steps_per_epoch (or a dataset length) that is a "
+          f"multiple of {spe}.")
     self._targets = self._find_targets()
     self._end_step = self._resolve_end_step()
     self._epoch_start = int(self.model.optimizer.iterations.numpy())
     self._update_fn = None  # Slots exist only once the optimizer is built.
+    self._built_before_training = False
 
   def _build_update(self):
     optimizer = self.model.optimizer
@@ -171,24 +181,33 @@ class _MaskScheduler(keras.callbacks.Callback):
   def on_epoch_begin(self, epoch, logs=None):
     self._epoch_start = int(self.model.optimizer.iterations.numpy())
 
-  def on_train_batch_end(self, batch, logs=None):
-    # `batch` is the index of the epoch's last finished step (also with
-    # steps_per_execution), so the step is known without a device read; the
-    # counter is only read to confirm a due update (skipped mixed-precision
-    # steps do not advance it).
-    step = self._epoch_start + batch + 1
-    if self._should_update(step):
-      step = int(self.model.optimizer.iterations.numpy())
-    if self._should_update(step):
-      if self._update_fn is None:
-        strategy = self._build_update()
-      else:
-        strategy = self.model.distribute_strategy
-      with strategy.scope():
-        change = self._update_fn(tf.constant(step, tf.int64), self._update_argument(step))
-      self.last_mask_change = float(change)
-      self.updates += 1
-    self._log(step, logs)
+  # The update due after step t runs when step t + 1 is about to start, in
+  # on_train_batch_begin: Keras 3 runs batch-end hooks asynchronously only
+  # when no callback defines one, and checkpoints written at the end of step
+  # t (or of an epoch) then hold the state before the update, so a resumed
+  # run makes the same update at the same point. An update due after the
+  # very last step of a fit happens at the start of the next fit, if any.
+  def on_train_batch_begin(self, batch, logs=None):
+    # `batch` counts the steps this epoch has finished (also with
+    # steps_per_execution): no device read unless an update looks due, and
+    # then the counter confirms it (skipped mixed-precision steps do not
+    # advance it).
+    step = self._epoch_start + batch
+    if not self._should_update(step):
+      return
+    step = int(self.model.optimizer.iterations.numpy())
+    if not self._should_update(step):
+      return
+    if self._update_fn is None or self._built_before_training:
+      # Optimizer slots may only appear with the first step (tf_keras builds
+      # the optimizer then): look them up again after an update at step 0.
+      self._build_update()
+      self._built_before_training = step == 0
+    with self.model.distribute_strategy.scope():
+      change = self._update_fn(tf.constant(step, tf.int64), self._update_argument(step))
+    self.last_mask_change = float(change)
+    self.last_update_step = step
+    self.updates += 1
 
   def _log(self, step, logs):
     if logs is not None:
@@ -313,7 +332,9 @@ class RigLScheduler(_DropGrowScheduler):
     # Resume: skip the batches earlier updates consumed, so an interrupted run
     # sees the same gradient batches as an uninterrupted one.
     step = int(self.model.optimizer.iterations.numpy())
-    consumed = self._updates_before(step) * self.grad_accumulation_steps
+    # Updates happened after steps 0 .. step-1; the one due after `step` (if
+    # any) is still to come.
+    consumed = self._updates_before(step - 1) * self.grad_accumulation_steps
     dataset = self.data.repeat()
     if consumed:
       dataset = dataset.skip(consumed)
@@ -323,9 +344,8 @@ class RigLScheduler(_DropGrowScheduler):
     self._iterator = iter(strategy.experimental_distribute_dataset(dataset))
 
   def _updates_before(self, step):
-    """Updates that happened at steps <= `step`."""
-    first = max(self.begin_step, 1)
-    last = min(step, self._end_step)
+    """How many update steps there are in [0, step]."""
+    first, last = self.begin_step, min(step, self._end_step)
     if last < first:
       return 0
     return last // self.update_freq - (first - 1) // self.update_freq

@@ -51,7 +51,8 @@ def test_two_workers_hold_identical_masks_and_weights(tmp_path):
       raise
     assert process.returncode == 0, output.decode()[-3000:]
   first, second = (np.load(tmp_path / f"worker{i}.npz") for i in range(2))
-  assert int(first["updates"]) == int(second["updates"]) == 6
+  # Updates at steps 0, 2, ..., 12 (end_step).
+  assert int(first["updates"]) == int(second["updates"]) == 7
   masks = [k for k in first.files if k.startswith("mask_")]
   assert masks
   for key in first.files:

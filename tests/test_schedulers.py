@@ -21,13 +21,17 @@ def wrappers(model):
 
 
 class Snapshot(keras.callbacks.Callback):
-  """Records weights, masks and optimizer slots at every batch end (runs before RigL)."""
+  """Records weights, masks and optimizer slots when each step is about to start.
+
+  Placed before the scheduler in the callback list it sees the state before an
+  update; placed after it, the state right after.
+  """
 
   def __init__(self):
     super().__init__()
     self.states = []
 
-  def on_train_batch_end(self, batch, logs=None):
+  def on_train_batch_begin(self, batch, logs=None):
     state = []
     for layer in wrappers(self.model):
       for w, m in layer.masked_weights:
@@ -64,7 +68,8 @@ def test_rigl_moves_masks_keeps_counts_and_logs(toy_dataset):
   rigl = kr.RigLScheduler(toy_dataset, update_freq=4, drop_fraction=0.3)
   history = model.fit(toy_dataset, epochs=2, callbacks=[rigl], verbose=0)
   after = masked_pairs(model)
-  assert rigl.updates == 3  # 16 steps, end_step = 12: updates at 4, 8, 12.
+  assert rigl.updates == 4  # 16 steps, end_step = 12: updates at 0, 4, 8, 12.
+  assert rigl.last_update_step == 12
   for (_, m0), (w1, m1) in zip(before, after):
     assert m0.sum() == m1.sum()
     assert np.all(w1[m1 == 0] == 0)
@@ -91,9 +96,12 @@ def test_rigl_grows_largest_dense_gradient():
     loss = tf.reduce_mean(tf.square(y - x @ kernel))
   dense_grad = tape.gradient(loss, kernel)
   expected, _ = kr.update_mask(m0, w0, tf.abs(dense_grad), 0.5)
+  # One step: the update due at step 0 runs before it (the one due after it
+  # would run at the start of a next fit).
   rigl = kr.RigLScheduler(data, update_freq=1, drop_fraction=0.5,
                           drop_fraction_schedule="constant", end_step=1)
   model.fit(data, epochs=1, callbacks=[rigl], verbose=0)
+  assert rigl.updates == 1
   np.testing.assert_array_equal(np.asarray(mask), expected.numpy())
   assert np.any(np.asarray(mask) != m0)
 
@@ -104,17 +112,14 @@ def test_grown_weights_start_at_zero_with_zero_slots(toy_dataset, optimizer):
   opt = (keras.optimizers.SGD(0.1, momentum=0.9) if optimizer == "sgd_momentum"
          else keras.optimizers.Adam(0.01))
   model.compile(opt, sparse_ce())
-  snapshot = Snapshot()
-  # 8 steps per epoch; the only update is after the last step, so the final
-  # state is exactly the update's result.
-  rigl = kr.RigLScheduler(toy_dataset, update_freq=8, drop_fraction=0.3,
-                          drop_fraction_schedule="constant", begin_step=8, end_step=8)
-  model.fit(toy_dataset, epochs=1, callbacks=[snapshot, rigl], verbose=0)
-  final = [(np.asarray(w), np.asarray(m),
-            [np.asarray(s) for s in _keras.optimizer_slots(model.optimizer, w)])
-           for layer in wrappers(model) for w, m in layer.masked_weights]
+  before, after = Snapshot(), Snapshot()
+  # The only update is due after step 6, i.e. just before step 7 starts.
+  rigl = kr.RigLScheduler(toy_dataset, update_freq=6, drop_fraction=0.3,
+                          drop_fraction_schedule="constant", begin_step=6, end_step=6)
+  model.fit(toy_dataset, epochs=1, callbacks=[before, rigl, after], verbose=0)
+  assert rigl.updates == 1
   grown_any = False
-  for (w0, m0, slots0), (w1, m1, slots1) in zip(snapshot.states[-1], final):
+  for (w0, m0, slots0), (w1, m1, slots1) in zip(before.states[6], after.states[6]):
     assert len(slots0) == len(slots1) == (1 if optimizer == "sgd_momentum" else 2)
     grown = (m1 == 1) & (m0 == 0)
     kept = (m1 == 1) & (m0 == 1)
@@ -148,13 +153,13 @@ def test_static_shape_update_matches_dynamic(toy_dataset):
 def test_grow_init_random_normal_scaled_to_layer(toy_dataset):
   model = sparse_mlp()
   model.compile(keras.optimizers.SGD(0.1), sparse_ce())
-  snapshot = Snapshot()
-  rigl = kr.RigLScheduler(toy_dataset, update_freq=8, drop_fraction=0.3, begin_step=8,
-                          end_step=8, drop_fraction_schedule="constant",
+  before, after = Snapshot(), Snapshot()
+  rigl = kr.RigLScheduler(toy_dataset, update_freq=6, drop_fraction=0.3, begin_step=6,
+                          end_step=6, drop_fraction_schedule="constant",
                           grow_init="random_normal")
-  model.fit(toy_dataset, epochs=1, callbacks=[snapshot, rigl], verbose=0)
-  (w0, m0, _), = snapshot.states[-1][:1]
-  (w1, m1), = masked_pairs(model)[:1]
+  model.fit(toy_dataset, epochs=1, callbacks=[before, rigl, after], verbose=0)
+  (w0, m0, _), = before.states[6][:1]
+  (w1, m1, _), = after.states[6][:1]
   grown = (m1 == 1) & (m0 == 0)
   kept = (m1 == 1) & (m0 == 1)
   assert grown.sum() > 10 and np.all(w1[grown] != 0)
