@@ -20,6 +20,7 @@ setuptools.setup(
         "absl-py",
         "numpy",
         "matplotlib",
+        "tensorboard",
     ],
     extras_require={"dev": ["pytest"]},
 )

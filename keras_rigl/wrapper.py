@@ -196,8 +196,11 @@ class SparseWrapper(_L.Wrapper):
       else:
         def initializer(shape, dtype=None, sparsity=sparsity, seed=seed):
           return random_mask(shape, sparsity, seed, dtype=dtype or tf.float32)
+      # tf_keras' AutoCastVariable reports the compute dtype inside a call
+      # (bfloat16/float16 under mixed precision); the mask takes the stored one.
+      dtype = getattr(weight, "true_dtype", None) or weight.dtype
       mask = _keras.add_mask_weight(self, f"{key}_mask", tuple(weight.shape),
-                                    weight.dtype, initializer)
+                                    dtype, initializer)
       user_constraint = getattr(weight, "constraint", None)
       if user_constraint is not None:
         # The optimizer applies it after each step: re-mask after the user's.

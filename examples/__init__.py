@@ -1,0 +1,1 @@
+"""Runnable examples: examples/train.py and the named setups it trains."""
