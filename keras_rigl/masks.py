@@ -45,35 +45,39 @@ def random_mask(shape, sparsity, seed, dtype=tf.float32):
   return tf.reshape(flat, shape)
 
 
-_SAMPLE_STRIDE = 16
+_RADIX_BITS = 12  # 4096 buckets for the first pass of the selection.
+_SMALL = 16384     # Below this (static) size a plain top_k is as fast.
+
+
+def _order_keys(values):
+  """int32 keys that order like the float32 values (-inf lowest)."""
+  bits = tf.bitcast(tf.cast(values, tf.float32), tf.int32)
+  return tf.where(bits < 0, tf.bitwise.bitwise_xor(bits, tf.constant(0x7FFFFFFF)), bits)
 
 
 def _top_indices(values, count):
-  """Indices of the `count` largest entries of 1-D `values` (exact, any order).
+  """Indices (int32, any order) of the `count` largest entries of 1-D `values`.
 
-  A strided sample gives a threshold that, in expectation, about twice `count`
-  entries reach; the exact top_k then runs over those only. If fewer than
-  `count` reach it (unlucky sample), a top_k over everything is the fallback,
-  so the result is always exact; ties still go to the lower index.
+  Exact, with ties going to the lower index, like `tf.math.top_k`, but in
+  O(N): one histogram pass over the top bits of the values finds the bucket
+  that holds the count-th largest; everything above it is taken, and a top_k
+  runs only inside that bucket.
   """
   size = values.shape[0]
-  if size is None or size < 64 * _SAMPLE_STRIDE:
+  if size is not None and size < _SMALL:
     return tf.math.top_k(values, k=count, sorted=False).indices
-  sample = values[::_SAMPLE_STRIDE]
-  rank = tf.clip_by_value(count // (2 * _SAMPLE_STRIDE), 1, tf.shape(sample)[0])
-  threshold = tf.reduce_min(tf.math.top_k(sample, k=rank, sorted=False).values)
-  reach = values >= threshold
-
-  def among_reaching():
-    where = tf.where(reach)[:, 0]
-    top = tf.math.top_k(tf.gather(values, where), k=count, sorted=False).indices
-    return tf.cast(tf.gather(where, top), tf.int32)
-
-  def among_all():
-    return tf.math.top_k(values, k=count, sorted=False).indices
-
-  enough = tf.reduce_sum(tf.cast(reach, tf.int32)) >= count
-  return tf.cond(enough, among_reaching, among_all)
+  buckets = 1 << _RADIX_BITS
+  bucket = tf.bitwise.right_shift(_order_keys(values), 32 - _RADIX_BITS) + buckets // 2
+  histogram = tf.math.bincount(bucket, minlength=buckets, maxlength=buckets)
+  at_or_above = tf.cumsum(histogram, reverse=True)
+  # The highest bucket whose entries and those above reach `count`.
+  boundary = tf.reduce_sum(tf.cast(at_or_above >= count, tf.int32)) - 1
+  above = bucket > boundary
+  taken = tf.cast(tf.where(above)[:, 0], tf.int32)
+  inside = tf.cast(tf.where(tf.equal(bucket, boundary))[:, 0], tf.int32)
+  rest = count - tf.shape(taken)[0]
+  best = tf.math.top_k(tf.gather(values, inside), k=rest, sorted=False).indices
+  return tf.concat([taken, tf.gather(inside, best)], axis=0)
 
 
 def _positions(scores, eligible, count, max_count, few_eligible=False):
@@ -88,8 +92,7 @@ def _positions(scores, eligible, count, max_count, few_eligible=False):
   size = tf.shape(scores)[0]
   if max_count is None and few_eligible:
     where = tf.where(eligible)[:, 0]
-    _, top = tf.math.top_k(tf.gather(scores, where), k=count, sorted=False)
-    index = tf.cast(tf.gather(where, top), tf.int32)
+    index = tf.gather(tf.cast(where, tf.int32), _top_indices(tf.gather(scores, where), count))
     picked = tf.scatter_nd(index[:, None], tf.ones_like(index, tf.int32), [size])
     return picked > 0
   lowest = tf.fill(tf.shape(scores), tf.constant(-float("inf"), scores.dtype))
