@@ -669,7 +669,9 @@ class TrainingMonitor(keras.callbacks.Callback):
       self.mask_updates = [u for u in saved.get("mask_updates", []) if u["step"] <= step]
     self._updates_seen = self.scheduler.updates if self.scheduler else 0
 
-  def on_train_batch_end(self, batch, logs=None):
+  # A batch-begin hook, after the scheduler's (which makes the updates there):
+  # batch-end hooks would stop Keras 3 dispatching them asynchronously.
+  def on_train_batch_begin(self, batch, logs=None):
     if self.scheduler is None or self.scheduler.updates == self._updates_seen:
       return
     self._updates_seen = self.scheduler.updates
@@ -735,7 +737,10 @@ def make_callbacks(model_dir, plan, schedule, scheduler, validate_every_epoch):
         os.path.join(model_dir, "backup"), delete_checkpoint=False))
   if scheduler is not None:
     callbacks.append(scheduler)
-  callbacks.append(StopAtStep(plan.train_steps))
+  if plan.train_steps % plan.steps_per_epoch:
+    # Only a partial last epoch needs a batch-end hook (which makes Keras 3
+    # run every batch-end hook synchronously).
+    callbacks.append(StopAtStep(plan.train_steps))
   monitor = TrainingMonitor(
       schedule, scheduler,
       log_dir=os.path.join(model_dir, "logs", "rigl") if tensorboard else None,
