@@ -2,8 +2,9 @@
 
 Variants, each trained in one `fit` on Fashion-MNIST (batch 128, 468 steps an
 epoch); the first epoch (tracing) is dropped; the table shows the median and the minimum of the
-rest (this VM's epoch times vary by +-20%: the minimum is the steadier
-estimate of the intrinsic cost):
+rest, and the median CPU time of the process (this VM's wall-clock epoch
+times vary by +-20%; the minimum and the CPU time are steadier estimates of
+the intrinsic cost):
 
   dense    the plain model
   static   sparsify(90% ERK), no scheduler: the cost of SparseWrapper itself
@@ -19,6 +20,7 @@ that drift in machine speed cancels out. Ratios are over dense in this run.
   python benchmarks/epoch_time.py [--epochs 4] [--variants dense,static,rigl]
 """
 
+import gc
 import statistics
 import time
 
@@ -43,12 +45,15 @@ class EpochTimer(keras.callbacks.Callback):
   def __init__(self):
     super().__init__()
     self.times = []
+    self.cpu = []
 
   def on_epoch_begin(self, epoch, logs=None):
     self._start = time.perf_counter()
+    self._cpu = time.process_time()
 
   def on_epoch_end(self, epoch, logs=None):
     self.times.append(time.perf_counter() - self._start)
+    self.cpu.append(time.process_time() - self._cpu)
 
 
 def build(variant, train, steps):
@@ -83,26 +88,33 @@ def main(_):
   train = kr_data.load("fashion_mnist", "train", FLAGS.batch_size, seed=0).cache()
   steps = FLAGS.epochs * int(train.cardinality())
   times = {v: [] for v in variants}
+  cpu = {v: [] for v in variants}
   accuracy = {}
   for variant in variants + variants[::-1]:
+    keras.backend.clear_session()  # Earlier models must not slow later ones.
+    gc.collect()
     model, callbacks = build(variant, train, steps)
     timer = EpochTimer()
     history = model.fit(train, epochs=FLAGS.epochs, verbose=0, callbacks=callbacks + [timer])
     times[variant] += timer.times[1:]
+    cpu[variant] += timer.cpu[1:]
     accuracy[variant] = history.history["accuracy"][-1]
     print(f"  {variant:7s} epochs {['%.2f' % t for t in timer.times]}", flush=True)
   base = statistics.median(times["dense"]) if "dense" in times else None
   print(f"\nLeNet-300-100, Fashion-MNIST, batch {FLAGS.batch_size}, {FLAVOUR}, "
         f"{FLAGS.sparsity:.0%} ERK, median of {len(times[variants[0]])} epochs")
   best = min(times["dense"]) if "dense" in times else None
+  base_cpu = statistics.median(cpu["dense"]) if "dense" in cpu else None
   print(f"{'variant':8s} {'median s':>9s} {'vs dense':>9s} {'min s':>7s} {'vs dense':>9s} "
-        f"{'train acc':>10s}")
+        f"{'CPU s':>7s} {'vs dense':>9s} {'train acc':>10s}")
   for variant in variants:
     median, low = statistics.median(times[variant]), min(times[variant])
+    median_cpu = statistics.median(cpu[variant])
     ratio = f"{median / base:.3f}" if base else "-"
     ratio_min = f"{low / best:.3f}" if best else "-"
+    ratio_cpu = f"{median_cpu / base_cpu:.3f}" if base_cpu else "-"
     print(f"{variant:8s} {median:9.3f} {ratio:>9s} {low:7.3f} {ratio_min:>9s} "
-          f"{accuracy[variant]:10.3f}")
+          f"{median_cpu:7.3f} {ratio_cpu:>9s} {accuracy[variant]:10.3f}")
 
 
 if __name__ == "__main__":
