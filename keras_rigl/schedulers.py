@@ -58,8 +58,6 @@ class _Target:
 class _MaskScheduler(keras.callbacks.Callback):
   """Shared machinery: finding layers, timing updates, slot resets, logs."""
 
-  log_names = ("mask_change",)
-
   def __init__(self, update_freq, begin_step, end_step, seed):
     super().__init__()
     self.update_freq = _check_int("update_freq", update_freq, 1)
@@ -138,7 +136,6 @@ class _MaskScheduler(keras.callbacks.Callback):
         target.max_update = int(math.floor(ones * self._max_fraction()))
     self._metric_variables = [v for m in self.model.metrics for v in m.variables]
     self._update_fn = tf.function(self._update_step, reduce_retracing=True)
-    return strategy
 
   # --- the update ---------------------------------------------------------
 
@@ -444,8 +441,6 @@ class MagnitudePruningScheduler(_MaskScheduler):
   >>> sparse = keras_rigl.sparsify(model, 0.9, "uniform", mask_init="dense")
   >>> pruning = keras_rigl.MagnitudePruningScheduler(0.0, None, 0, 3000, 100)
   """
-
-  log_names = ("mask_change", "target_sparsity")
 
   def __init__(self, initial_sparsity=0.0, final_sparsity=None, begin_step=0,
                end_step=None, update_freq=100, power=3, schedule=None):
