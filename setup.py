@@ -11,7 +11,7 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     packages=setuptools.find_packages(include=["keras_rigl", "keras_rigl.*"]),
-    python_requires=">=3.9",
+    python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.16",
         "tf-keras",
