@@ -244,18 +244,20 @@ class _DropGrowScheduler(_MaskScheduler):
                             self.begin_step, end)
 
   def _update_argument(self, step):
-    return tf.constant(self.current_drop_fraction(step), tf.float64)
+    """(drop fraction, source of grow scores: RigL's batch iterator, or None)."""
+    return (tf.constant(self.current_drop_fraction(step), tf.float64), None)
 
   def _log(self, step, logs):
     super()._log(step, logs)
     if logs is not None:
       logs["drop_fraction"] = self.current_drop_fraction(step)
 
-  def _grow_scores(self, step):
+  def _grow_scores(self, step, source):
     raise NotImplementedError
 
-  def _new_masks(self, step, drop_fraction):
-    scores = self._grow_scores(step)
+  def _new_masks(self, step, argument):
+    drop_fraction, source = argument
+    scores = self._grow_scores(step, source)
     return [update_mask(_keras.variable_tensor(t.mask), _keras.variable_tensor(t.weight),
                         score, drop_fraction, max_update=t.max_update)
             for t, score in zip(self._targets, scores)]
@@ -350,12 +352,7 @@ class RigLScheduler(_DropGrowScheduler):
   def _update_argument(self, step):
     return (tf.constant(self.current_drop_fraction(step), tf.float64), self._iterator)
 
-  def _new_masks(self, step, argument):
-    drop_fraction, iterator = argument
-    self._current_iterator = iterator
-    return super()._new_masks(step, drop_fraction)
-
-  def _grow_scores(self, step):
+  def _grow_scores(self, step, iterator):
     model = self.model
     strategy = model.distribute_strategy
     targets = self._targets
@@ -388,7 +385,7 @@ class RigLScheduler(_DropGrowScheduler):
 
     totals = [tf.zeros(t.weight.shape, tf.float32) for t in targets]
     for _ in range(self.grad_accumulation_steps):
-      per_replica = strategy.run(replica_gradients, args=(next(self._current_iterator),))
+      per_replica = strategy.run(replica_gradients, args=(next(iterator),))
       for i, grad in enumerate(per_replica):
         totals[i] += strategy.reduce(tf.distribute.ReduceOp.SUM, grad, axis=None)
     return [tf.abs(g) for g in totals]
@@ -412,7 +409,7 @@ class SETScheduler(_DropGrowScheduler):
                      end_step, grow_init, seed)
     _check_int("grad_accumulation_steps", grad_accumulation_steps, 1)
 
-  def _grow_scores(self, step):
+  def _grow_scores(self, step, source):
     return [tf.random.stateless_uniform(
         t.weight.shape, seed=tf.stack([tf.constant(t.key, tf.int64), step + (1 << 40)]))
             for t in self._targets]
