@@ -1,0 +1,1 @@
+"""Compressed sparse layers: only the active values and their positions are stored."""
