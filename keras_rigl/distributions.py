@@ -28,6 +28,14 @@ def check_sparsity(sparsity, what="sparsity"):
   return value
 
 
+def check_seed(seed, what="seed"):
+  """Raises TypeError unless `seed` is an integer (bool excluded)."""
+  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+    raise TypeError(f"{what} must be an integer (it seeds the stateless mask "
+                    f"generator), got {seed!r}. Pass e.g. {what}=0.")
+  return int(seed)
+
+
 def num_zeros(size, sparsity):
   """Zeros a layer of `size` weights holds at `sparsity`: floor(s * N)."""
   return int(math.floor(sparsity * size))
@@ -66,6 +74,10 @@ def layer_sparsities(shapes, sparsity, distribution="erk", erk_power_scale=1.0,
   >>> round(s["fc3"], 3)
   0.0
   """
+  if not isinstance(shapes, dict):
+    raise TypeError(
+        f"shapes must be a dict {{name: shape}}, got {type(shapes).__name__}. "
+        "Name each weight, e.g. layer_sparsities({'fc1': (784, 300)}, 0.9).")
   sparsity = check_sparsity(sparsity)
   if distribution not in DISTRIBUTIONS:
     raise ValueError(f"Unknown distribution {distribution!r}; use one of {DISTRIBUTIONS}.")

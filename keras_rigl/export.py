@@ -22,7 +22,34 @@ def _save_saved_model(plain, path):
     tf.saved_model.save(plain, path)
 
 
-def export(model, path, format="saved_model"):  # pylint: disable=redefined-builtin
+def _check_destination(path, format, overwrite):  # pylint: disable=redefined-builtin
+  """Fails before any work when `path` cannot receive the export."""
+  parent = os.path.dirname(os.path.abspath(path))
+  while parent and not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if parent and not os.path.isdir(parent):
+    raise ValueError(
+        f"export path {path!r} lies under {parent!r}, which is a file, not a "
+        "directory. Choose a path in a directory (or remove the file).")
+  if parent and not os.access(parent, os.W_OK | os.X_OK):
+    raise PermissionError(
+        f"export path {path!r}: no permission to write in {parent!r}. Choose a "
+        "writable directory.")
+  wants_dir = format == "saved_model"
+  if os.path.exists(path):
+    if wants_dir and not os.path.isdir(path):
+      raise ValueError(f"export path {path!r} is a file; format='saved_model' writes a "
+                       "directory. Choose a new path.")
+    if not wants_dir and os.path.isdir(path):
+      raise ValueError(f"export path {path!r} is a directory; format='tflite' writes a "
+                       "file. Give a file name such as 'model.tflite'.")
+    if not overwrite and (not wants_dir or os.listdir(path)):
+      raise FileExistsError(
+          f"export path {path!r} already exists and is not empty. Choose a new path "
+          "or pass overwrite=True to write over it.")
+
+
+def export(model, path, format="saved_model", overwrite=False):  # pylint: disable=redefined-builtin
   """Writes `model` without its masks, for serving.
 
   Args:
@@ -32,6 +59,9 @@ def export(model, path, format="saved_model"):  # pylint: disable=redefined-buil
     format: "saved_model" (loadable with `tf.saved_model.load`, signature
       "serving_default") or "tflite" (converted with TFLite's sparsity
       optimisation, `tf.lite.Optimize.EXPERIMENTAL_SPARSITY`).
+    overwrite: write over an existing file or non-empty directory (by default
+      that is an error, raised before any work, as are paths that cannot be
+      written).
 
   Returns:
     `path`.
@@ -43,8 +73,12 @@ def export(model, path, format="saved_model"):  # pylint: disable=redefined-buil
   """
   if format not in EXPORT_FORMATS:
     raise ValueError(f"Unknown export format {format!r}; use one of {EXPORT_FORMATS}.")
+  try:
+    path = os.fspath(path)
+  except TypeError:
+    raise TypeError(f"export path must be a str or os.PathLike, got {path!r}.") from None
+  _check_destination(path, format, overwrite)
   plain = strip(model)
-  path = os.fspath(path)
   if format == "saved_model":
     _save_saved_model(plain, path)
     return path

@@ -1,13 +1,14 @@
 """Whole-model surgery: sparsify (wrap layers), strip (unwrap), sparsity_report."""
 
 import dataclasses
+import warnings
 
 import numpy as np
 import tensorflow as tf
 
 from keras_rigl import _keras
 from keras_rigl._keras import keras
-from keras_rigl.distributions import layer_sparsities
+from keras_rigl.distributions import check_seed, layer_sparsities
 from keras_rigl.wrapper import (SparseWrapper, is_sparsifiable,
                                 sparsifiable_weights)
 
@@ -100,7 +101,14 @@ def sparsify(model, sparsity, distribution="erk", erk_power_scale=1.0,
   [0.9, 0.9]
   """
   _check_graph_model(model, "sparsify")
+  seed = check_seed(seed)
   layers = list(_walk(model))
+  wrapped = [layer.name for layer in layers if isinstance(layer, SparseWrapper)]
+  if wrapped:
+    raise ValueError(
+        f"sparsify got a model that is already sparse (SparseWrapper layers "
+        f"{wrapped}). Sparsify the original dense model, or call "
+        "keras_rigl.strip(model) first to get a plain model to sparsify again.")
   names = [layer.name for layer in layers]
   duplicates = sorted({n for n in names if names.count(n) > 1})
   if duplicates:
@@ -139,6 +147,11 @@ def sparsify(model, sparsity, distribution="erk", erk_power_scale=1.0,
     if any(values.values()):
       single = len(values) == 1
       per_layer[layer.name] = next(iter(values.values())) if single else values
+  if not per_layer and float(sparsity) > 0:
+    warnings.warn(
+        f"sparsify: no layer of the model ends up sparse ({len(targets)} supported "
+        "layers left after `exclude`, none with sparsity > 0): the result is a dense "
+        "copy. Check `exclude` and `custom_sparsity`.", stacklevel=2)
 
   pairs = []
   def clone_layer(layer):

@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from keras_rigl import _keras
 from keras_rigl._keras import keras
-from keras_rigl.distributions import check_sparsity
+from keras_rigl.distributions import check_seed, check_sparsity
 from keras_rigl.masks import name_seed, random_mask
 
 _L = keras.layers
@@ -139,6 +139,16 @@ class SparseWrapper(_L.Wrapper):
   """
 
   def __init__(self, layer, sparsity=0.9, seed=0, mask_init="random", **kwargs):
+    if isinstance(layer, SparseWrapper):
+      raise ValueError(
+          f"layer {layer.name!r} is already a SparseWrapper; wrap the inner layer "
+          "once (SparseWrapper(layer.layer, ...)) instead of wrapping a wrapper.")
+    owner = getattr(layer, "_keras_rigl_wrapper", None)
+    if owner is not None:
+      raise ValueError(
+          f"layer {layer.name!r} is already wrapped by SparseWrapper {owner!r}: two "
+          "wrappers would hold two masks for one kernel. Wrap each layer once and "
+          "reuse that wrapper wherever the layer is shared.")
     if not is_sparsifiable(layer):
       sparsifiable_weights(layer)  # Raises the explanatory error.
     if isinstance(sparsity, dict):
@@ -152,7 +162,8 @@ class SparseWrapper(_L.Wrapper):
       kwargs["dtype"] = layer.dtype_policy
     super().__init__(layer, **kwargs)
     self.target_sparsity = sparsity
-    self.seed = int(seed)
+    self.seed = check_seed(seed)
+    object.__setattr__(layer, "_keras_rigl_wrapper", self.name)
     self.mask_init = mask_init
     # [(attribute, weight_key, weight, mask)]. A plain, untracked list: if Keras
     # tracked it, the inner layer's kernel would also count as the wrapper's
