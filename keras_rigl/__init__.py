@@ -3,6 +3,7 @@
 from keras_rigl import data
 from keras_rigl import models
 from keras_rigl._keras import FLAVOUR as keras_flavour
+from keras_rigl._keras import keras
 from keras_rigl.distributions import layer_sparsities
 from keras_rigl.export import export
 from keras_rigl.flops import count_flops, model_size_bytes, training_flops

@@ -67,9 +67,15 @@ def export(model, path, format="saved_model", overwrite=False):  # pylint: disab
     `path`.
 
   Example:
-  >>> export(sparse_model, "/tmp/lenet_sm")
-  >>> served = tf.saved_model.load("/tmp/lenet_sm")
-  >>> export(sparse_model, "/tmp/lenet.tflite", format="tflite")
+  >>> import keras_rigl as kr
+  >>> model = kr.keras.Sequential([kr.keras.Input((8,)), kr.keras.layers.Dense(4)])
+  >>> sparse_model = kr.sparsify(model, 0.5, distribution="uniform")
+  >>> folder = tempfile.mkdtemp()
+  >>> path = export(sparse_model, os.path.join(folder, "saved_model"))
+  >>> served = tf.saved_model.load(path)
+  >>> path = export(sparse_model, os.path.join(folder, "model.tflite"), format="tflite")
+  >>> os.path.getsize(path) > 0
+  True
   """
   if format not in EXPORT_FORMATS:
     raise ValueError(f"Unknown export format {format!r}; use one of {EXPORT_FORMATS}.")

@@ -180,9 +180,15 @@ def strip(model):
   export or for tools that do not know keras_rigl.
 
   Example:
+  >>> import numpy as np
+  >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+  >>> sparse_model = sparsify(model, 0.5, distribution="uniform")
   >>> plain = strip(sparse_model)
   >>> any(isinstance(l, SparseWrapper) for l in plain.layers)
   False
+  >>> x = np.ones((2, 8), "float32")
+  >>> np.allclose(plain(x), sparse_model(x))
+  True
   """
   _check_graph_model(model, "strip")
   pairs = []
@@ -267,9 +273,16 @@ def sparsity_report(model):
   their non-zero weights.
 
   Example:
-  >>> report = sparsity_report(sparse_model)
-  >>> print(report)            # a table with a total line
-  >>> report.sparsity          # overall fraction of zeros
+  >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, name="fc")])
+  >>> report = sparsity_report(sparsify(model, 0.5, distribution="uniform"))
+  >>> print(report)
+  layer  weight  shape  params  non-zero  sparsity
+  ------------------------------------------------
+  fc     kernel  8x4        32        16    50.00%
+  ------------------------------------------------
+  total                     32        16    50.00%
+  >>> report.sparsity
+  0.5
   """
   rows = []
   for layer in walk_layers(model):
