@@ -32,3 +32,11 @@ def test_bad_input_fails_clearly(row):
   message = str(info.value).lower()
   missing = [s for s in row.says if s.lower() not in message]
   assert not missing, f"message {str(info.value)!r} does not mention {missing}"
+
+
+def test_docs_list_every_row():
+  """docs/errors.md is regenerated with `python tests/write_error_docs.py`."""
+  from pathlib import Path  # pylint: disable=g-import-not-at-top
+  text = (Path(__file__).resolve().parent.parent / "docs" / "errors.md").read_text()
+  missing = [row.name for row in ROWS if f"`{row.name}`" not in text]
+  assert not missing, f"docs/errors.md lacks {missing}: run python tests/write_error_docs.py"
