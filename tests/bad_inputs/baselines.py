@@ -1,0 +1,59 @@
+"""Bad inputs to the baselines' helpers: sparsity_for_flops, snip."""
+
+import keras_rigl as kr
+from tests.bad_inputs import BadInput
+
+
+def _lenet():
+  return kr.models.lenet300_100()
+
+
+ROWS = [
+    BadInput("sparsity_for_flops/ratio_zero", lambda: kr.sparsity_for_flops(_lenet(), 0.0),
+             ValueError, ("flops_ratio", "(0, 1]"), "A FLOPs ratio of 0."),
+    BadInput("sparsity_for_flops/ratio_above_one", lambda: kr.sparsity_for_flops(_lenet(), 1.5),
+             ValueError, ("flops_ratio", "(0, 1]"), "A FLOPs ratio above 1."),
+    BadInput("sparsity_for_flops/ratio_string", lambda: kr.sparsity_for_flops(_lenet(), "0.2"),
+             TypeError, ("flops_ratio", "number"), "A FLOPs ratio given as a string."),
+    BadInput("sparsity_for_flops/distribution",
+             lambda: kr.sparsity_for_flops(_lenet(), 0.2, "global"), ValueError,
+             ("distribution", "'erk'"), "An unknown distribution."),
+    BadInput("sparsity_for_flops/exclude_unknown",
+             lambda: kr.sparsity_for_flops(_lenet(), 0.2, exclude=["fc9"]), ValueError,
+             ("exclude", "fc9"), "exclude naming a layer the model lacks."),
+    BadInput("sparsity_for_flops/unreachable",
+             lambda: kr.sparsity_for_flops(_lenet(), 0.01, exclude=["fc1"]), ValueError,
+             ("cannot be reached", "ratio above"),
+             "A FLOPs ratio below what the dense (excluded) layers already cost."),
+]
+
+
+def _toy_data():
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  x = np.zeros((8, 784), "float32")
+  return tf.data.Dataset.from_tensor_slices((x, np.zeros(8, "int32"))).batch(4)
+
+
+def _ce():
+  return kr.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+ROWS += [
+    BadInput("snip/distribution", lambda: kr.snip(_lenet(), _toy_data(), 0.9, "random", loss=_ce()),
+             ValueError, ("distribution", "'global'"), "An unknown SNIP distribution."),
+    BadInput("snip/batches_zero", lambda: kr.snip(_lenet(), _toy_data(), 0.9, batches=0, loss=_ce()),
+             ValueError, ("batches", ">= 1"), "batches=0."),
+    BadInput("snip/no_loss", lambda: kr.snip(_lenet(), _toy_data(), 0.9), ValueError,
+             ("loss", "compiled"), "An uncompiled model and no loss."),
+    BadInput("snip/numpy_data", lambda: kr.snip(_lenet(), __import__("numpy").zeros((8, 784)), 0.9,
+                                                loss=_ce()),
+             ValueError, ("snip data", "from_tensor_slices"), "A bare numpy array as data."),
+    BadInput("snip/empty_data", lambda: kr.snip(_lenet(), _toy_data().take(0), 0.9, loss=_ce()),
+             ValueError, ("snip data", "at least one"), "An empty dataset."),
+    BadInput("snip/x_only", lambda: kr.snip(_lenet(), _toy_data().map(lambda x, y: x), 0.9,
+                                            loss=_ce()),
+             ValueError, ("snip data", "(x, y)"), "A dataset of inputs without labels."),
+    BadInput("snip/sparsity", lambda: kr.snip(_lenet(), _toy_data(), 1.0, loss=_ce()),
+             ValueError, ("sparsity", "[0, 1)"), "SNIP sparsity of 1."),
+]
