@@ -31,14 +31,17 @@ $(FASHION_MNIST):
 train: setup data
 	$(PY) examples/train.py $(TRAIN_FLAGS)
 
-# Keras 3 (the default) first, then tf_keras (TF_USE_LEGACY_KERAS=1).
+# Keras 3 (the default) first, then tf_keras (TF_USE_LEGACY_KERAS=1); each
+# runs the tests, then every docstring example in keras_rigl as a doctest.
 test: test-keras3 test-tf-keras
 
 test-keras3: setup data
 	$(PY) -m pytest $(PYTEST_FLAGS)
+	$(PY) -m pytest $(PYTEST_FLAGS) --doctest-modules keras_rigl
 
 test-tf-keras: setup data
 	TF_USE_LEGACY_KERAS=1 $(PY) -m pytest $(PYTEST_FLAGS)
+	TF_USE_LEGACY_KERAS=1 $(PY) -m pytest $(PYTEST_FLAGS) --doctest-modules keras_rigl
 
 benchmarks: setup data
 	$(PY) benchmarks/epoch_time.py
