@@ -3,6 +3,7 @@
 from keras_rigl import data
 from keras_rigl import models
 from keras_rigl._keras import FLAVOUR as keras_flavour
+from keras_rigl._keras import keras
 from keras_rigl.distributions import layer_sparsities
 from keras_rigl.export import export
 from keras_rigl.flops import count_flops, model_size_bytes, training_flops
@@ -11,5 +12,7 @@ from keras_rigl.schedulers import (MagnitudePruningScheduler, RigLScheduler,
                                    SETScheduler)
 from keras_rigl.surgery import sparsify, sparsity_report, strip
 from keras_rigl.wrapper import SparseWrapper
+# Last: the recipes build on the names above.
+from keras_rigl import recipes  # pylint: disable=g-bad-import-order
 
 __version__ = "0.1.0"
