@@ -5,7 +5,7 @@ Example:
 >>> from keras_rigl.recipes.losses import SparseCrossEntropy
 >>> loss = SparseCrossEntropy(label_smoothing=0.1)
 >>> round(float(loss(tf.constant([0]), tf.constant([[2.0, 0.0]]))), 4)
-0.1769
+0.2269
 """
 
 import tensorflow as tf

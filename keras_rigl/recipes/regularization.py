@@ -9,7 +9,7 @@ Example:
 >>> import keras_rigl as kr
 >>> from keras_rigl.recipes.regularization import rebuild
 >>> model = rebuild(kr.models.lenet300_100(), weight_decay=1e-4)
->>> float(model.get_layer("fc1").kernel_regularizer.l2)
+>>> round(float(model.get_layer("fc1").kernel_regularizer.l2), 10)
 5e-05
 """
 

@@ -29,7 +29,7 @@ from typing import Optional
 from absl import logging
 
 from keras_rigl import data as _data
-from keras_rigl import export as _export
+from keras_rigl.export import export as export_model
 from keras_rigl._keras import FLAVOUR
 from keras_rigl._keras import keras
 from keras_rigl.recipes import callbacks as callbacks_lib
@@ -179,6 +179,7 @@ def validate(config, options):
   if o.write_files:
     _check_directory("model_dir", o.model_dir)
   _check_directory("export_dir", o.export_dir)
+  _check_export_target(o.export_dir, o.export_tflite)
   return plan
 
 
@@ -208,7 +209,6 @@ def run(config, options, callbacks=()):
   """
   started = time.time()
   plan = validate(config, options)
-  _check_export_target(options.export_dir, options.export_tflite)
   info = _data.dataset_info(config.dataset)
   input_shape = tuple(info.input_shape)
   if options.image_size:
@@ -294,9 +294,9 @@ def run(config, options, callbacks=()):
       report_lib.save_figure(report, files["figure"])
       report_lib.save_json(report, files["report"])
     if "saved_model" in files:
-      _export.export(model, files["saved_model"])
+      export_model(model, files["saved_model"])
       if "tflite" in files:
-        _export.export(model, files["tflite"], format="tflite")
+        export_model(model, files["tflite"], format="tflite")
     if not files:
       del report["files"]
     if options.print_report:

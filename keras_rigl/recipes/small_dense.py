@@ -5,7 +5,7 @@ Example:
 >>> from keras_rigl.recipes.small_dense import small_dense_width
 >>> config = configs.get_config("fashion_mnist_lenet300_100")
 >>> round(small_dense_width(config, (28, 28, 1), 10), 2)
-0.1
+0.11
 """
 
 from keras_rigl import flops as _flops
