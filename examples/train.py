@@ -170,7 +170,6 @@ _CONFIG_FLAGS = ("model", "dataset", "method", "sparsity", "distribution",
                  "drop_fraction_schedule", "begin_step", "end_step", "pruning_begin_step",
                  "pruning_end_step", "pruning_freq", "eval_every")
 
-
 flags.DEFINE_bool("tf_verbose", False, "Show TensorFlow's C++ info/warning log lines "
                   "(hidden by default; TF_CPP_MIN_LOG_LEVEL, if set, wins).")
 
@@ -214,8 +213,6 @@ def setup_from_flags(flag_values=FLAGS):
       training_steps_multiplier=fv.training_steps_multiplier,
       verbose=fv.verbose if fv.verbose == "auto" else int(fv.verbose))
   return config, options
-
-
 
 
 def _quiet(verbose):

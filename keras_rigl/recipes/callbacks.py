@@ -139,14 +139,15 @@ def backup_dir(model_dir):
 
 
 def make_callbacks(model_dir, plan, schedule, scheduler, validate_every_epoch,
-                   start_step=0):
+                   start_step=0, backup=None):
   """Callbacks in the order they must run; the monitor is returned too.
 
   BackupAndRestore comes first so that the schedulers and the monitor see
   the restored step in on_train_begin. It backs up at every epoch end (the
   checkpoint cadence is `plan.steps_per_epoch`); `start_step` is where the
   input pipeline starts (`resume_epoch * steps_per_epoch`), checked against
-  the restored step.
+  the restored step. `backup` is the backup directory (default
+  `backup_dir(model_dir)`; the same for every worker of a multi-worker run).
 
   Example:
   >>> from keras_rigl.recipes import configs, plan as plan_lib, schedules
@@ -164,7 +165,7 @@ def make_callbacks(model_dir, plan, schedule, scheduler, validate_every_epoch,
   callbacks = []
   if model_dir:
     callbacks.append(keras.callbacks.BackupAndRestore(
-        backup_dir(model_dir), delete_checkpoint=False))
+        backup or backup_dir(model_dir), delete_checkpoint=False))
     callbacks.append(ResumeCheck(start_step))
   if scheduler is not None:
     callbacks.append(scheduler)

@@ -220,16 +220,19 @@ def run(config, options, callbacks=()):
     if value % replicas:
       raise SetupError(f"--{name}={value} does not split over {replicas} replicas; "
                        f"use a multiple of {replicas}.")
-  model_dir = None
+  model_dir = backup = None
   start_step = 0
   if options.write_files:
     model_dir = options.model_dir or _default_model_dir(options, config)
+    # One backup directory for all workers (tf_keras' BackupAndRestore
+    # expects that; non-chief workers write theirs to temporary places).
+    backup = callbacks_lib.backup_dir(model_dir)
     if not strategy_lib.is_chief(strategy):
       # Each worker its own files; only the chief's are the run's.
       model_dir = os.path.join(model_dir, f"worker_{strategy.cluster_resolver.task_id}")
     # Resuming: the input starts where the backup's epochs end.
-    start_step = min(callbacks_lib.resume_epoch(callbacks_lib.backup_dir(model_dir))
-                     * plan.steps_per_epoch, plan.train_steps)
+    start_step = min(callbacks_lib.resume_epoch(backup) * plan.steps_per_epoch,
+                     plan.train_steps)
   logging.info("%s: %s", options.config_name, config)
   logging.info("plan: %s", plan)
 
@@ -260,7 +263,8 @@ def run(config, options, callbacks=()):
                     metrics=metrics, steps_per_execution=options.steps_per_execution)
     scheduler = make_scheduler(config, plan, datasets.rigl, options.seed)
     run_callbacks, monitor = callbacks_lib.make_callbacks(
-        model_dir, plan, schedule, scheduler, config.eval_every == 1, start_step)
+        model_dir, plan, schedule, scheduler, config.eval_every == 1, start_step,
+        backup=backup)
     model.fit(datasets.fit_input, epochs=plan.epochs, steps_per_epoch=plan.steps_per_epoch,
               validation_data=datasets.evaluation, validation_steps=options.eval_steps,
               validation_freq=config.eval_every, callbacks=run_callbacks + list(callbacks),
