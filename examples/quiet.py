@@ -18,12 +18,22 @@ VERBOSE_FLAGS = ("--tf_verbose", "--tf_verbose=true", "--tf_verbose=True",
 
 
 def wants_tf_logs(argv):
-  """True when the command line asks for TensorFlow's C++ logs."""
+  """True when the command line asks for TensorFlow's C++ logs.
+
+  Example:
+  >>> wants_tf_logs(["train.py", "--tf_verbose"]), wants_tf_logs(["train.py"])
+  (True, False)
+  """
   return any(arg in VERBOSE_FLAGS for arg in argv[1:])
 
 
 def import_tensorflow(verbose=False):
-  """`import tensorflow`, quietly unless `verbose` or TF_CPP_MIN_LOG_LEVEL is set."""
+  """`import tensorflow`, quietly unless `verbose` or TF_CPP_MIN_LOG_LEVEL is set.
+
+  Example:
+  >>> import_tensorflow().__name__
+  'tensorflow'
+  """
   if verbose or "TF_CPP_MIN_LOG_LEVEL" in os.environ or "tensorflow" in sys.modules:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     return tf
