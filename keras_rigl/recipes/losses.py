@@ -45,4 +45,3 @@ class SparseCrossEntropy(keras.losses.Loss):
     config = super().get_config()
     config["label_smoothing"] = self.label_smoothing
     return config
-

@@ -79,4 +79,3 @@ def make_plan(config, info, steps_per_epoch=None, multiplier=1.0):
       pruning_end_step=on_grid(step_or_fraction(config.pruning_end_step,
                                                 config.pruning_end_fraction)),
       pruning_freq=pruning_freq)
-

@@ -63,5 +63,3 @@ def rebuild(model, width=1.0, weight_decay=0.0, decay_depthwise=True):
     return layer.__class__.from_config(config)
 
   return keras.models.clone_model(model, clone_function=clone)
-
-

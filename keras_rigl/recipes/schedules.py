@@ -56,4 +56,3 @@ class WarmupPiecewiseDecay(keras.optimizers.schedules.LearningRateSchedule):
   def get_config(self):
     return {"peak": self.peak, "warmup_steps": self.warmup_steps,
             "boundaries": list(self.boundaries), "multipliers": list(self.multipliers)}
-
