@@ -14,5 +14,7 @@ from keras_rigl.schedulers import (MagnitudePruningScheduler, RigLScheduler,
 from keras_rigl.snip import snip
 from keras_rigl.surgery import sparsify, sparsity_report, strip
 from keras_rigl.wrapper import SparseWrapper
+# Last: the recipes build on the names above.
+from keras_rigl import recipes  # pylint: disable=g-bad-import-order
 
 __version__ = "0.1.0"

@@ -308,3 +308,41 @@ def test_global_batch_must_divide_replicas():
   strategy = _mirrored_strategy()
   with pytest.raises(ValueError, match="divisible"):
     data.load("fashion_mnist", "train", batch_size=63, strategy=strategy)
+
+
+# --- resumable order ------------------------------------------------------------
+
+
+def _labels(dataset, count):
+  return [y.numpy().tolist() for _, y in dataset.take(count)]
+
+
+def test_training_order_is_a_function_of_seed_pass_and_step(tmp_path):
+  _fake_fashion_mnist(str(tmp_path), num_train=12)
+  load = lambda start=0, seed=0: data.load(
+      "fashion_mnist", "train", 4, data_dir=str(tmp_path), seed=seed, repeat=True,
+      start_step=start)
+  whole = _labels(load(), 12)  # 4 passes over 12 examples.
+  passes = [sorted(sum(whole[i:i + 3], [])) for i in range(0, 12, 3)]
+  assert all(p == sorted(i % 10 for i in range(12)) for p in passes)
+  assert whole[:3] != whole[3:6]  # Every pass has its own order.
+  for start in (1, 3, 7):  # Within the first pass, at a pass boundary, later.
+    assert _labels(load(start), 12 - start) == whole[start:]
+  tf.random.set_seed(123)  # The global seed plays no part.
+  assert _labels(load(5), 3) == whole[5:8]
+  assert _labels(load(seed=1), 12) != whole
+  with pytest.raises(ValueError, match="start_step must be >= 0"):
+    load(-1)
+
+
+def test_start_step_with_input_context(tmp_path):
+  _fake_fashion_mnist(str(tmp_path), num_train=12)
+  context = tf.distribute.InputContext(
+      num_input_pipelines=2, input_pipeline_id=1, num_replicas_in_sync=4)
+  load = lambda start: data.load(
+      "fashion_mnist", "train", batch_size=8, data_dir=str(tmp_path), repeat=True,
+      input_context=context, start_step=start)
+  # Each step this pipeline feeds 2 replicas with 2 examples each.
+  whole = _labels(load(0), 8)
+  assert _labels(load(1), 6) == whole[2:]
+  assert _labels(load(3), 2) == whole[6:]

@@ -135,14 +135,23 @@ def build_pipeline(raw: tf.data.Dataset,
                    seed: int,
                    repeat: bool,
                    drop_remainder: bool,
-                   input_context: Optional[tf.distribute.InputContext] = None):
+                   input_context: Optional[tf.distribute.InputContext] = None,
+                   start_step: int = 0):
   """Shard -> shuffle -> repeat -> preprocess -> batch -> prefetch.
 
   `batch_size` is the batch this pipeline emits (already per replica when
-  distributed). Shuffling happens before `repeat` so that every epoch is a
-  full pass over the data. Each example gets its own stateless seed from its
-  position in the stream (and the pipeline id), so the augmentation is the
-  same on every run with the same `seed`, and differs between epochs.
+  distributed). Shuffling happens per pass over the data so that every pass
+  is a full pass. Each example gets its own stateless seed from its position
+  in the stream (and the pipeline id), so the augmentation is the same on
+  every run with the same `seed`, and differs between passes.
+
+  With `repeat=True` the stream is a function of (seed, pass, position)
+  only (not of `tf.random.set_seed`): pass ``p`` is shuffled with a seed
+  derived from (`seed`, pipeline id, ``p``), independently of earlier
+  passes. `start_step` then starts the
+  stream at training step `start_step` (the batches an earlier, interrupted
+  run already consumed are skipped as raw records, before decoding), so a
+  resumed run reads exactly the batches an uninterrupted one would.
 
   Example:
 
@@ -154,14 +163,56 @@ def build_pipeline(raw: tf.data.Dataset,
   ...                     drop_remainder=True)
   >>> [tuple(x.shape) for x, _ in ds]
   [(4, 2, 2, 1), (4, 2, 2, 1)]
+  >>> stream = lambda start: build_pipeline(
+  ...     raw, prep, prep, 4, training=True, shuffle=True, shuffle_buffer=10,
+  ...     seed=0, repeat=True, drop_remainder=True, start_step=start)
+  >>> whole = [y.numpy().tolist() for _, y in stream(0).take(5)]
+  >>> whole[3:] == [y.numpy().tolist() for _, y in stream(3).take(2)]
+  True
   """
+  start_step = int(start_step)
+  if start_step < 0:
+    raise ValueError(f"start_step must be >= 0, got {start_step}.")
   dataset = shard(raw, input_context)
   pipeline_id = input_context.input_pipeline_id if input_context else 0
-  if shuffle:
-    dataset = dataset.shuffle(shuffle_buffer, seed=seed + pipeline_id,
-                              reshuffle_each_iteration=True)
+  # Records this pipeline emits per training step: its batch times the
+  # replicas it feeds.
+  replicas_per_pipeline = 1
+  if input_context is not None and input_context.num_input_pipelines > 0:
+    replicas_per_pipeline = max(
+        1, input_context.num_replicas_in_sync // input_context.num_input_pipelines)
+  start_record = start_step * int(batch_size) * replicas_per_pipeline
+
   if repeat:
-    dataset = dataset.repeat()
+    pass_seed_base = tf.constant([seed, pipeline_id], tf.int64)
+
+    def one_pass(index):
+      if not shuffle:
+        return dataset
+      # A stateless draw keyed by (seed, pipeline, pass): a new order each pass.
+      pass_seed = tf.random.stateless_uniform(
+          [], tf.random.experimental.stateless_fold_in(pass_seed_base, index),
+          minval=0, maxval=2**31 - 1, dtype=tf.int64)
+      # The order must not depend on tf.random.set_seed: the shuffle's seed
+      # pair is (graph seed, pass_seed), so clear this function's graph seed.
+      tf.compat.v1.get_default_graph().seed = None
+      return dataset.shuffle(shuffle_buffer, seed=pass_seed,
+                             reshuffle_each_iteration=False)
+
+    # Start at the pass that holds `start_record` when the pass length is
+    # known; skip within it (cheap: raw records, not decoded images).
+    size = int(dataset.cardinality())
+    first_pass, offset = 0, start_record
+    if size > 0:
+      first_pass, offset = divmod(start_record, size)
+    dataset = tf.data.Dataset.range(first_pass, 2**62).flat_map(one_pass)
+  else:
+    if shuffle:
+      dataset = dataset.shuffle(shuffle_buffer, seed=seed + pipeline_id,
+                                reshuffle_each_iteration=True)
+    offset = start_record
+  if offset:
+    dataset = dataset.skip(offset)
   if training:
     base_seed = tf.constant([seed, pipeline_id], tf.int64)
 
@@ -169,7 +220,7 @@ def build_pipeline(raw: tf.data.Dataset,
       example_seed = tf.random.experimental.stateless_fold_in(base_seed, index)
       return preprocess_train(example[0], example[1], example_seed)
 
-    dataset = dataset.enumerate().map(
+    dataset = dataset.enumerate(start=start_record).map(
         _train_map, num_parallel_calls=tf.data.AUTOTUNE)
   else:
     dataset = dataset.map(preprocess_eval, num_parallel_calls=tf.data.AUTOTUNE)

@@ -105,7 +105,8 @@ def load(name: str,
          drop_remainder: Optional[bool] = None,
          shuffle_buffer: Optional[int] = None,
          strategy: Optional[tf.distribute.Strategy] = None,
-         input_context: Optional[tf.distribute.InputContext] = None):
+         input_context: Optional[tf.distribute.InputContext] = None,
+         start_step: int = 0):
   """A batched `(image float32, label int32)` dataset, ready for `model.fit`.
 
   Args:
@@ -129,6 +130,10 @@ def load(name: str,
       dataset with per-replica batches of `batch_size // num_replicas`.
     input_context: for use inside your own
       `distribute_datasets_from_function`: shard by it and batch per replica.
+    start_step: begin at this training step of the stream (resuming a run):
+      with `repeat=True` the order is a function of (seed, pass over the
+      data, position), so `load(..., start_step=k)` yields exactly the
+      batches from the k-th on of `load(..., start_step=0)`.
 
   Returns:
     A `tf.data.Dataset`, or a distributed dataset when `strategy` is given.
@@ -154,6 +159,8 @@ def load(name: str,
   seed = common.resolve_seed(seed)
   if batch_size < 1:
     raise ValueError(f"batch_size must be positive, got {batch_size}.")
+  if int(start_step) < 0:
+    raise ValueError(f"start_step must be >= 0, got {start_step}.")
 
   def dataset_fn(context):
     raw = module.source(tfds_split, data_dir, training, seed)
@@ -162,7 +169,7 @@ def load(name: str,
         common.per_replica_batch_size(batch_size, context),
         training=training, shuffle=shuffle, shuffle_buffer=shuffle_buffer,
         seed=seed, repeat=repeat, drop_remainder=drop_remainder,
-        input_context=context)
+        input_context=context, start_step=start_step)
 
   if strategy is None:
     return dataset_fn(input_context)
