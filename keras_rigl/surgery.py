@@ -8,8 +8,8 @@ import tensorflow as tf
 from keras_rigl import _keras
 from keras_rigl._keras import keras
 from keras_rigl.distributions import layer_sparsities
-from keras_rigl.wrapper import (SparseWrapper, is_sparsifiable,
-                                sparsifiable_weights)
+from keras_rigl.wrapper import (SparseWrapper, distribution_shapes,
+                                is_sparsifiable, sparsifiable_weights)
 
 
 def _check_graph_model(model, what):
@@ -62,7 +62,12 @@ def _clone(model, clone_layer):
 
 
 def _fresh(layer):
-  return layer.__class__.from_config(layer.get_config())
+  new = layer.__class__.from_config(layer.get_config())
+  if (_keras.IS_KERAS3 and isinstance(layer, keras.layers.MultiHeadAttention)
+      and layer.built and not new.built):
+    # Its build needs the value shape too, which a wrapper does not see.
+    new.build_from_config(layer.get_build_config())
+  return new
 
 
 def sparsify(model, sparsity, distribution="erk", erk_power_scale=1.0,
@@ -120,8 +125,8 @@ def sparsify(model, sparsity, distribution="erk", erk_power_scale=1.0,
   keys = {layer.name: _weight_keys(layer) for layer in targets}
   shapes = {}
   for layer in targets:
-    for key, variable in sparsifiable_weights(layer):
-      shapes[keys[layer.name][key]] = tuple(variable.shape)
+    for key, shape in distribution_shapes(layer).items():
+      shapes[keys[layer.name][key]] = shape
   custom = {}
   for name, value in (custom_sparsity or {}).items():
     if name in keys and name not in shapes:  # A multi-kernel layer's name.
