@@ -160,7 +160,7 @@ def sparsify(model, sparsity, distribution="erk", erk_power_scale=1.0,
     if isinstance(new, SparseWrapper):
       new.layer.set_weights(old.get_weights())
       new.apply_masks()
-    elif old.weights:
+    elif getattr(old, "weights", None):  # Keras 3 ops (x + y) have none.
       new.set_weights(old.get_weights())
   return sparse_model
 
@@ -190,7 +190,7 @@ def strip(model):
       values = [np.asarray(w) * np.asarray(masked[id(w)]) if id(w) in masked
                 else np.asarray(w) for w in old.layer.weights]
       new.set_weights(values)
-    elif old.weights:
+    elif getattr(old, "weights", None):  # Keras 3 ops (x + y) have none.
       new.set_weights(old.get_weights())
   return plain
 
