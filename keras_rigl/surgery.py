@@ -8,7 +8,7 @@ import tensorflow as tf
 from keras_rigl import _keras
 from keras_rigl._keras import keras
 from keras_rigl.distributions import layer_sparsities
-from keras_rigl.wrapper import (SparseWrapper, distribution_shapes,
+from keras_rigl.wrapper import (SparseWrapper, distribution_shapes, is_composite,
                                 is_sparsifiable, sparsifiable_weights)
 
 
@@ -264,7 +264,12 @@ def sparsity_report(model):
   >>> report.sparsity          # overall fraction of zeros
   """
   rows = []
+  inside = set()  # Sublayers of RNN/attention layers, reported by their owner.
   for layer in walk_layers(model):
+    if id(layer) in inside:
+      continue
+    if is_composite(layer):
+      inside.update(id(sub) for sub in walk_layers(layer))
     if isinstance(layer, SparseWrapper):
       for key, (weight, mask) in zip(layer.weight_keys, layer.masked_weights):
         rows.append(SparsityRow(layer.layer.name, key, tuple(weight.shape),

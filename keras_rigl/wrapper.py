@@ -101,6 +101,11 @@ def _composite_kind(layer):
   return None
 
 
+def is_composite(layer):
+  """True for layers whose masked kernels live on sublayers (RNN, attention...)."""
+  return _composite_kind(layer) is not None
+
+
 def is_sparsifiable(layer):
   """True if SparseWrapper can wrap `layer` (a built-in type or the protocol)."""
   return _is_plain(layer) or _composite_kind(layer) is not None

@@ -123,3 +123,12 @@ def test_einsum_dense_wraps():
   layer(np.ones((2, 4), "float32"))
   (weight, mask), = layer.masked_weights
   assert _zeros(mask) == 12
+
+
+def test_sparsity_report_counts_attention_kernels_once():
+  report = kr.sparsity_report(_decoder())
+  names = [(r.name, r.weight) for r in report]
+  assert len(names) == len(set(names))
+  assert ("mha", "query_kernel") in names
+  assert not any(name in ("query", "key", "value", "attention_output")
+                 for name, _ in names)

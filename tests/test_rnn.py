@@ -217,3 +217,10 @@ def test_unsupported_cell_is_refused_clearly():
 
   with pytest.raises(ValueError, match="SimpleRNN/LSTM/GRU"):
     kr.SparseWrapper(L.RNN(Cell()))
+
+
+def test_sparsity_report_counts_recurrent_kernels_once():
+  rows = [(r.name, r.weight) for r in kr.sparsity_report(_lm(bidirectional=True))]
+  assert ("bigru", "forward_recurrent_kernel") in rows
+  assert [name for name, _ in rows].count("bigru") == 4
+  assert ("td", "kernel") in rows and len(rows) == len(set(rows)) == 7
