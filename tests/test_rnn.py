@@ -224,3 +224,57 @@ def test_sparsity_report_counts_recurrent_kernels_once():
   assert ("bigru", "forward_recurrent_kernel") in rows
   assert [name for name, _ in rows].count("bigru") == 4
   assert ("td", "kernel") in rows and len(rows) == len(set(rows)) == 7
+
+
+class _Snapshot(keras.callbacks.Callback):
+  """Weights, masks and Adam slots of every wrapper when each step starts."""
+
+  def __init__(self):
+    super().__init__()
+    self.states = []
+
+  def on_train_batch_begin(self, batch, logs=None):
+    from keras_rigl import _keras  # pylint: disable=g-import-not-at-top
+    state = []
+    for layer in self.model.layers:
+      if isinstance(layer, kr.SparseWrapper):
+        for w, m in layer.masked_weights:
+          slots = _keras.optimizer_slots(self.model.optimizer, w)
+          state.append((np.asarray(w).copy(), np.asarray(m).copy(),
+                        [np.asarray(s).copy() for s in slots]))
+    self.states.append(state)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_grown_recurrent_weights_and_adam_slots_start_at_zero(bidirectional):
+  keras.utils.set_random_seed(0)
+  model = kr.sparsify(_lm(bidirectional=bidirectional), 0.75, distribution="uniform",
+                      exclude=["embed"])
+  model.compile(keras.optimizers.Adam(0.01), _loss())
+  data = _lm_data()
+  before, after = _Snapshot(), _Snapshot()
+  rigl = kr.RigLScheduler(data, update_freq=3, drop_fraction=0.3,
+                          drop_fraction_schedule="constant", begin_step=3, end_step=3)
+  model.fit(data, epochs=1, callbacks=[before, rigl, after], verbose=0)
+  assert rigl.updates == 1
+  for (w0, m0, slots0), (w1, m1, slots1) in zip(before.states[3], after.states[3]):
+    assert len(slots1) == 2  # Adam's two moments.
+    grown, kept, changed = (m1 == 1) & (m0 == 0), (m1 == 1) & (m0 == 1), m1 != m0
+    assert grown.any()
+    assert np.all(w1[grown] == 0)
+    np.testing.assert_array_equal(w1[kept], w0[kept])
+    for s0, s1 in zip(slots0, slots1):
+      assert np.all(s1[changed] == 0)
+      np.testing.assert_array_equal(s1[kept], s0[kept])
+
+
+def test_export_saved_model_of_sparse_gru(tmp_path):
+  keras.utils.set_random_seed(0)
+  model = kr.sparsify(_lm(), 0.75, distribution="uniform", exclude=["embed"])
+  x = next(iter(_lm_data()))[0]
+  path = str(tmp_path / "saved")
+  kr.export(model, path)
+  loaded = tf.saved_model.load(path)
+  out = loaded.signatures["serving_default"](tf.constant(x))
+  np.testing.assert_allclose(next(iter(out.values())).numpy(), np.asarray(model(x)),
+                             rtol=1e-5, atol=1e-5)
