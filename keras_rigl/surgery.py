@@ -86,8 +86,12 @@ def sparsify(model, sparsity, distribution="erk", erk_power_scale=1.0,
     erk_power_scale: exponent of the ER/ERK raw densities.
     custom_sparsity: {layer name: sparsity} kept as given and left out of the
       scaling (e.g. ``{"conv1": 0.0}`` keeps the first layer dense). A layer
-      with several kernels (SeparableConv2D) takes "name" for all of them or
-      "name/depthwise_kernel" for one.
+      with several kernels (SeparableConv2D, GRU/LSTM/SimpleRNN,
+      Bidirectional, MultiHeadAttention) takes "name" for all of them or
+      "name/<weight key>" for one, e.g. "gru/recurrent_kernel",
+      "bigru/backward_kernel", "mha/query_kernel". ER/ERK see recurrent
+      kernels as stored ((n_in, gates * units), (units, gates * units)) and
+      EinsumDense / attention kernels as their (fan_in, fan_out) matrix.
     exclude: layer names, or a predicate ``f(layer) -> bool``, of layers to
       leave dense and out of the scaling.
     seed: seed of the random mask positions.
