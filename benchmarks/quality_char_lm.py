@@ -50,6 +50,7 @@ from examples import train_lm
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
+train_lm.define_flags()
 flags.DEFINE_list("models", ["gru", "transformer"], "Models to compare.")
 flags.DEFINE_list("methods", list(train_lm.METHODS), "Methods to compare.")
 flags.DEFINE_list("seeds", ["0", "1"], "Seeds; each (model, method) runs once per seed.")

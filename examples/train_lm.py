@@ -456,48 +456,54 @@ def save_figure(report, path):
 # Flags.
 
 FLAGS = flags.FLAGS
-_DEFAULTS = LMConfig()
-flags.DEFINE_enum("model", _DEFAULTS.model, MODELS, "GRU (the paper's) or a small Transformer.")
-flags.DEFINE_enum("method", _DEFAULTS.method, METHODS, "Training method.")
-flags.DEFINE_float("sparsity", _DEFAULTS.sparsity, "Sparsity of the sparse kernels, in [0, 1).")
-flags.DEFINE_enum("distribution", _DEFAULTS.distribution, DISTRIBUTIONS,
-                  "How sparsity spreads over layers (the paper: uniform).")
-flags.DEFINE_integer("embedding_dim", _DEFAULTS.embedding_dim, "GRU model: byte embedding size.")
-flags.DEFINE_integer("gru_units", _DEFAULTS.gru_units, "GRU model: state size.")
-flags.DEFINE_list("readout", [str(n) for n in _DEFAULTS.readout],
-                  "GRU model: sizes of the readout Dense layers.")
-flags.DEFINE_integer("d_model", _DEFAULTS.d_model, "Transformer: model width.")
-flags.DEFINE_integer("num_layers", _DEFAULTS.num_layers, "Transformer: blocks.")
-flags.DEFINE_integer("num_heads", _DEFAULTS.num_heads, "Transformer: attention heads.")
-flags.DEFINE_integer("ff_dim", _DEFAULTS.ff_dim, "Transformer: feed-forward width.")
-flags.DEFINE_integer("sequence_length", _DEFAULTS.sequence_length, "Bytes per sequence.")
-flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size, "Sequences per step.")
-flags.DEFINE_integer("train_steps", _DEFAULTS.train_steps, "Training steps.")
-flags.DEFINE_integer("steps_per_epoch", _DEFAULTS.steps_per_epoch,
-                     "Steps per Keras epoch (logging, checkpoint and resume unit).")
-flags.DEFINE_float("learning_rate", _DEFAULTS.learning_rate, "Adam learning rate.")
-flags.DEFINE_integer("update_freq", _DEFAULTS.update_freq,
-                     "Steps between mask updates (RigL/SET) and pruning steps.")
-flags.DEFINE_float("drop_fraction", _DEFAULTS.drop_fraction, "Initial drop fraction.")
-flags.DEFINE_enum("drop_fraction_schedule", _DEFAULTS.drop_fraction_schedule,
-                  ["constant", "cosine", "exponential"], "Decay of the drop fraction.")
-flags.DEFINE_integer("end_step", None, "Last mask update step (default: the end).")
-flags.DEFINE_integer("pruning_begin_step", None, "Pruning start (default: 25% of the run).")
-flags.DEFINE_integer("pruning_end_step", None, "Pruning end (default: 75% of the run).")
-flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of weights, masks and data order.")
-flags.DEFINE_string("data_dir", None, "Folder of text files (default: the fortunes "
-                    f"package, {text_data.DEFAULT_CORPUS_DIR}).")
-flags.DEFINE_float("held_out_fraction", _DEFAULTS.held_out_fraction,
-                   "Tail fraction of every file held out.")
-flags.DEFINE_integer("eval_windows", _DEFAULTS.eval_windows,
-                     "Held-out sequences evaluated at the end (0: all).")
-flags.DEFINE_string("model_dir", None, "Checkpoints (resume), TensorBoard logs, "
-                    "report.json and report.png.")
-flags.DEFINE_enum("verbose", "1", ["0", "1", "2"], "Keras fit verbosity (1: progress bar).")
 
 
-def config_from_flags(flag_values=FLAGS):
+def define_flags():
+  """Defines the flags (not at import: examples/train.py has flags of the same
+  names, and tests import both)."""
+  defaults = LMConfig()
+  flags.DEFINE_enum("model", defaults.model, MODELS, "GRU (the paper's) or a small Transformer.")
+  flags.DEFINE_enum("method", defaults.method, METHODS, "Training method.")
+  flags.DEFINE_float("sparsity", defaults.sparsity, "Sparsity of the sparse kernels, in [0, 1).")
+  flags.DEFINE_enum("distribution", defaults.distribution, DISTRIBUTIONS,
+                    "How sparsity spreads over layers (the paper: uniform).")
+  flags.DEFINE_integer("embedding_dim", defaults.embedding_dim, "GRU model: byte embedding size.")
+  flags.DEFINE_integer("gru_units", defaults.gru_units, "GRU model: state size.")
+  flags.DEFINE_list("readout", [str(n) for n in defaults.readout],
+                    "GRU model: sizes of the readout Dense layers.")
+  flags.DEFINE_integer("d_model", defaults.d_model, "Transformer: model width.")
+  flags.DEFINE_integer("num_layers", defaults.num_layers, "Transformer: blocks.")
+  flags.DEFINE_integer("num_heads", defaults.num_heads, "Transformer: attention heads.")
+  flags.DEFINE_integer("ff_dim", defaults.ff_dim, "Transformer: feed-forward width.")
+  flags.DEFINE_integer("sequence_length", defaults.sequence_length, "Bytes per sequence.")
+  flags.DEFINE_integer("batch_size", defaults.batch_size, "Sequences per step.")
+  flags.DEFINE_integer("train_steps", defaults.train_steps, "Training steps.")
+  flags.DEFINE_integer("steps_per_epoch", defaults.steps_per_epoch,
+                       "Steps per Keras epoch (logging, checkpoint and resume unit).")
+  flags.DEFINE_float("learning_rate", defaults.learning_rate, "Adam learning rate.")
+  flags.DEFINE_integer("update_freq", defaults.update_freq,
+                       "Steps between mask updates (RigL/SET) and pruning steps.")
+  flags.DEFINE_float("drop_fraction", defaults.drop_fraction, "Initial drop fraction.")
+  flags.DEFINE_enum("drop_fraction_schedule", defaults.drop_fraction_schedule,
+                    ["constant", "cosine", "exponential"], "Decay of the drop fraction.")
+  flags.DEFINE_integer("end_step", None, "Last mask update step (default: the end).")
+  flags.DEFINE_integer("pruning_begin_step", None, "Pruning start (default: 25% of the run).")
+  flags.DEFINE_integer("pruning_end_step", None, "Pruning end (default: 75% of the run).")
+  flags.DEFINE_integer("seed", defaults.seed, "Seed of weights, masks and data order.")
+  flags.DEFINE_string("data_dir", None, "Folder of text files (default: the fortunes "
+                      f"package, {text_data.DEFAULT_CORPUS_DIR}).")
+  flags.DEFINE_float("held_out_fraction", defaults.held_out_fraction,
+                     "Tail fraction of every file held out.")
+  flags.DEFINE_integer("eval_windows", defaults.eval_windows,
+                       "Held-out sequences evaluated at the end (0: all).")
+  flags.DEFINE_string("model_dir", None, "Checkpoints (resume), TensorBoard logs, "
+                      "report.json and report.png.")
+  flags.DEFINE_enum("verbose", "1", ["0", "1", "2"], "Keras fit verbosity (1: progress bar).")
+
+
+def config_from_flags(flag_values=None):
   """An LMConfig from parsed flags (ValueError naming the flag if bad)."""
+  flag_values = FLAGS if flag_values is None else flag_values
   try:
     readout = tuple(int(n) for n in flag_values.readout)
   except ValueError:
@@ -524,4 +530,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
