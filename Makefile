@@ -7,11 +7,13 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+# English text for the character language model (examples/train_lm.py).
+CORPUS := /usr/share/games/fortunes/fortunes
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TRAIN_FLAGS ?=
 PYTEST_FLAGS ?= -q
 
-.PHONY: setup data train test test-keras3 test-tf-keras benchmarks clean
+.PHONY: setup data corpus train train-lm test test-keras3 test-tf-keras benchmarks clean
 
 setup: $(VENV)/.installed
 
@@ -30,6 +32,15 @@ $(FASHION_MNIST):
 
 train: setup data
 	$(PY) examples/train.py $(TRAIN_FLAGS)
+
+corpus: $(CORPUS)
+
+$(CORPUS):
+	$(SUDO) apt-get update -q
+	$(SUDO) apt-get install -y -q fortunes
+
+train-lm: setup corpus
+	$(PY) examples/train_lm.py $(TRAIN_FLAGS)
 
 # Keras 3 (the default) first, then tf_keras (TF_USE_LEGACY_KERAS=1); each
 # runs the tests, then every docstring example in keras_rigl as a doctest.

@@ -15,6 +15,34 @@ challenge rules:
   the kernel's density (the mean of its mask). The first layer is counted
   like any other.
 
+Sequence layers (our extension of the same rules; the authors' counter has
+no recurrent or attention layers, so we count them the way it counts Dense):
+
+* A recurrent layer (SimpleRNN, LSTM, GRU; both directions of a
+  Bidirectional) costs its per-time-step FLOPs times the sequence length
+  ``T``. One step computes ``g * units`` gate pre-activations (``g`` = 1, 4, 3
+  gates), each a dot product over the input and the previous state:
+  ``2 * (n_in * d_kernel + units * d_recurrent) + 1`` FLOPs (multiplies and
+  adds of both products, their sum, the bias add and the gate activation,
+  exactly ``2 K d + 1`` of a Dense output). The element-wise gate arithmetic
+  adds ``5 * units`` per step for LSTM (``f*c``, ``i*g``, their sum,
+  ``tanh(c)``, ``o*tanh(c)``) and for GRU (``r*h``-part, ``z*h``, ``1-z``,
+  ``(1-z)*h~``, their sum), 0 for SimpleRNN. Only the ``K`` part scales with
+  the masks' densities.
+* TimeDistributed(layer) costs the layer's FLOPs once per time step.
+* EinsumDense and the query/key/value/output projections of
+  MultiHeadAttention count like Dense: ``2 * K * d + 1`` per output element,
+  ``K`` being the kernel's contracted (fan-in) size.
+* The attention scores ``Q K^T``, the softmax and the weighted sum of the
+  values have no weights, so by the paper's rules they cost nothing and
+  ``count_flops`` leaves them out. ``include_attention_scores=True`` adds
+  them (per head: ``Tq*Tv*(2k-1)`` for the scores, ``3*Tq*Tv`` for the softmax
+  (exp, sum, divide), ``Tq*k`` for the ``1/sqrt(k)`` scaling, ``Tq*v*(2Tv-1)``
+  for the weighted sum) as FLOPs that do not scale with density.
+* The sequence length is read from the model's input shape; when that is
+  unknown (``keras.Input((None,))``) pass ``sequence_length=``. The length
+  used is reported as ``FlopsCount.sequence_length``.
+
 Training FLOPs follow Appendix H: a training step costs 3 forward passes
 (forward ``f``, backward ``2 f``: gradients w.r.t. activations and
 weights), so ``3 f_D`` per example dense, ``3 f_S`` for static / SET / SNIP,
@@ -48,6 +76,11 @@ _DEPTHWISE = _types("DepthwiseConv1D", "DepthwiseConv2D")
 _CONV = _types("Conv1D", "Conv2D", "Conv3D")
 _DENSE = _types("Dense")
 _EMBEDDING = _types("Embedding")
+_EINSUM = _types("EinsumDense")
+# Cell type -> (gates, element-wise gate ops per unit and step).
+_CELL_COSTS = ((_types("LSTMCell"), (4, 5)), (_types("GRUCell"), (3, 5)),
+               (_types("SimpleRNNCell"), (1, 0)))
+_SEQUENCE_KINDS = ("rnn", "bidirectional", "attention")
 
 METHODS = ("dense", "static", "set", "snip", "rigl", "snfs", "pruning")
 
@@ -90,6 +123,7 @@ class FlopsCount:
   dense: float
   sparse: float
   layers: list
+  sequence_length: int = None  # Time steps of recurrent/attention layers.
 
   @property
   def ratio(self):
@@ -132,7 +166,10 @@ class FlopsCount:
       return "  ".join(left + right)
 
     rule = "-" * len(fmt(header))
-    return "\n".join([fmt(header), rule] + [fmt(l) for l in lines] + [rule, fmt(total)])
+    text = "\n".join([fmt(header), rule] + [fmt(l) for l in lines] + [rule, fmt(total)])
+    if self.sequence_length:
+      text += f"\n(per sequence of {self.sequence_length} time steps)"
+    return text
 
   def __str__(self):
     return self.table()
@@ -159,8 +196,11 @@ def _shape_of(tensors):
   return tuple(shape)
 
 
-def _calls(graph, layer):
-  """[(input_shape, output_shape)] of every call of `layer` inside `graph`."""
+def _calls(graph, layer, all_inputs=False):
+  """[(input_shape, output_shape)] of every call of `layer` inside `graph`.
+
+  With `all_inputs`, input_shape is the list of every input tensor's shape.
+  """
   graph = getattr(graph, "_functional", None) or graph  # Keras 3 Sequential.
   nodes = list(getattr(layer, "_inbound_nodes", None) or [])
   # A layer shared by several models has nodes in each: keep this graph's.
@@ -173,6 +213,10 @@ def _calls(graph, layer):
   if keys is not None:
     nodes = [node for index, node in enumerate(nodes)
              if f"{owner}_ib-{index}" in keys]
+  if all_inputs:
+    return [([tuple(t.shape.as_list() if isinstance(t.shape, tf.TensorShape) else t.shape)
+              for t in tf.nest.flatten(node.input_tensors)],
+             _shape_of(node.output_tensors)) for node in nodes]
   return [(_shape_of(node.input_tensors), _shape_of(node.output_tensors))
           for node in nodes]
 
@@ -188,6 +232,14 @@ def _walk(model, prefix="", calls=1):
 
 
 def _kind(layer):
+  if isinstance(layer, _L.RNN) and _cell_costs(getattr(layer, "cell", None)):
+    return "rnn"
+  if isinstance(layer, _L.Bidirectional) and _kind(layer.forward_layer) == "rnn":
+    return "bidirectional"
+  if isinstance(layer, _L.MultiHeadAttention):
+    return "attention"
+  if isinstance(layer, _EINSUM):
+    return "einsum"
   if isinstance(layer, _TRANSPOSE):
     return "conv_transpose"
   if isinstance(layer, _SEPARABLE):
@@ -203,8 +255,17 @@ def _kind(layer):
   return None
 
 
+def _cell_costs(cell):
+  for types, costs in _CELL_COSTS:
+    if types and isinstance(cell, types):
+      return costs
+  return None
+
+
 def _kernels(layer, kind):
   """[(key, variable)] of the kernels of a known layer type."""
+  if kind in ("rnn", "bidirectional", "attention"):
+    return _sequence_kernels(layer, kind)
   if kind == "separable":
     attrs = ("depthwise_kernel", "pointwise_kernel")
   elif kind == "depthwise":
@@ -312,20 +373,39 @@ def _spatial(shape, data_format):
   return int(np.prod(dims)) if dims else 1
 
 
-def _check_known(shape, name):
+def _check_known(shape, name, what=None):
   if any(d is None for d in shape):
+    if what == "sequence_length":
+      raise ValueError(
+          f"Layer {name!r} sees a sequence of unknown length; pass "
+          "count_flops(..., sequence_length=N) (or build the model on "
+          "keras.Input((N, ...))) to count its FLOPs per time step times N.")
     raise ValueError(
         f"Layer {name!r} sees shape {tuple(shape)} with unknown dims; build the "
         "model with a fixed input shape (e.g. keras.Input((224, 224, 3))) to "
         "count FLOPs.")
 
 
-def _layer_row(prefix, leaf, graph, calls, densities):
+def _fill_time(shape, sequence_length):
+  """`shape` (batch first) with an unknown time axis set to sequence_length."""
+  shape = tuple(shape)
+  if len(shape) >= 3 and shape[1] is None and sequence_length:
+    return (shape[0], int(sequence_length)) + shape[2:]
+  return shape
+
+
+def _layer_row(prefix, leaf, graph, calls, densities, options=None):
   """A LayerFlops for a leaf layer with a kernel, or None."""
+  options = options or {}
   inner = leaf.layer if _is_sparse_wrapper(leaf) else leaf
+  time_distributed = isinstance(inner, _L.TimeDistributed)
+  if time_distributed:
+    inner = inner.layer
   kind = _kind(inner)
   if kind in (None, "embedding"):
     return None  # Lookups and layers we cannot reason about cost no FLOPs.
+  if kind in _SEQUENCE_KINDS:
+    return _sequence_row(prefix, leaf, inner, kind, graph, calls, densities, options)
   names = densities.names(prefix, leaf)
   masks = _masks_of(leaf)
   kernels = []
@@ -341,10 +421,23 @@ def _layer_row(prefix, leaf, graph, calls, densities):
   data_format = getattr(inner, "data_format", "channels_last")
   dense = sparse = fixed = 0.0
   for input_shape, output_shape in shapes:
+    length = options.get("sequence_length")
+    input_shape = _fill_time(input_shape, length)
+    # Keras 3 EinsumDense reports its declared output_shape (None for time).
+    output_shape = _fill_time(output_shape, input_shape[1] if len(input_shape) >= 3
+                              and input_shape[1] is not None else length)
     input_shape, output_shape = input_shape[1:], output_shape[1:]
+    repeat = 1
+    if time_distributed:  # The inner layer runs once per time step.
+      _check_known(output_shape[:1], names[0], "sequence_length")
+      repeat, input_shape, output_shape = output_shape[0], input_shape[1:], output_shape[1:]
     _check_known(output_shape, names[0])
     n_out = int(np.prod(output_shape))
-    if kind == "dense":
+    if kind == "einsum":
+      # Each output element is a dot product over the kernel's fan-in.
+      fan_in = _einsum_fan_in(inner)
+      positions = n_out / (int(np.prod(inner.kernel.shape)) // fan_in)
+    elif kind == "dense":
       positions = int(np.prod(output_shape[:-1])) if len(output_shape) > 1 else 1
     elif kind == "conv_transpose":
       # Each kernel weight is used once per *input* position.
@@ -360,16 +453,134 @@ def _layer_row(prefix, leaf, graph, calls, densities):
       # The depthwise half has its own dot products, without bias/activation.
       depthwise = kernels[0][1]
       call_fixed -= positions * int(depthwise.shape[-2]) * int(depthwise.shape[-1])
-    dense += calls * (2 * macs_dense + call_fixed)
-    sparse += calls * (2 * macs_sparse + call_fixed)
-    fixed += calls * call_fixed
+    dense += repeat * calls * (2 * macs_dense + call_fixed)
+    sparse += repeat * calls * (2 * macs_sparse + call_fixed)
+    fixed += repeat * calls * call_fixed
   params = sum(_size(v) for _, v, _, _ in kernels)
   nnz = sum(_size(v) * d for _, v, d, _ in kernels)
+  return LayerFlops(
+      name=names[0], type=(f"TimeDistributed({type(inner).__name__})" if time_distributed
+                           else type(inner).__name__), dense_flops=float(dense),
+      sparse_flops=float(sparse), density=nnz / params if params else 1.0,
+      params=params, fixed_flops=float(fixed),
+      masked=any(from_mask for _, _, _, from_mask in kernels))
+
+
+# --------------------------------------------------------------------------
+# Recurrent and attention layers (see the module docstring for the rules).
+
+
+def _einsum_fan_in(layer):
+  """Contracted size K of an EinsumDense kernel (its dot-product length)."""
+  inputs = layer.equation.split("->")[0]
+  input_spec, kernel_spec = inputs.split(",")
+  return int(np.prod([int(size) for axis, size in zip(kernel_spec.strip(), layer.kernel.shape)
+                      if axis in input_spec] or [1]))
+
+
+_ATTENTION_PARTS = (("query", "_query_dense"), ("key", "_key_dense"),
+                    ("value", "_value_dense"), ("output", "_output_dense"))
+
+
+def _sequence_kernels(layer, kind):
+  """[(key, variable)] of an RNN, Bidirectional or MultiHeadAttention layer."""
+  if kind == "rnn":
+    if getattr(layer.cell, "kernel", None) is None:
+      raise ValueError(f"Layer {layer.name!r} is not built; call the model on an "
+                       "input (or build it) before counting.")
+    return [("kernel", layer.cell.kernel), ("recurrent_kernel", layer.cell.recurrent_kernel)]
+  if kind == "bidirectional":
+    return [(f"{side}_{key}", variable)
+            for side, rnn in (("forward", layer.forward_layer), ("backward", layer.backward_layer))
+            for key, variable in _sequence_kernels(rnn, "rnn")]
+  parts = [(part, getattr(layer, attr, None)) for part, attr in _ATTENTION_PARTS]
+  if any(sub is None or not sub.built for _, sub in parts):
+    raise ValueError(f"Layer {layer.name!r} is not built; call the model on an "
+                     "input (or build it) before counting.")
+  return [(f"{part}_kernel", sub.kernel) for part, sub in parts]
+
+
+def _rnn_flops(layer, length, density):
+  """(dense, sparse, fixed) FLOPs of one recurrent layer over `length` steps."""
+  gates, elementwise = _cell_costs(layer.cell)
+  kernel, recurrent = layer.cell.kernel, layer.cell.recurrent_kernel
+  n_in, units = int(kernel.shape[0]), int(recurrent.shape[0])
+  outputs = gates * units
+  fixed = outputs + elementwise * units  # bias add + activation; gate arithmetic.
+  dense = 2 * (n_in + units) * outputs + fixed
+  sparse = 2 * (n_in * density["kernel"] + units * density["recurrent_kernel"]) * outputs + fixed
+  return length * dense, length * sparse, length * fixed
+
+
+def _attention_flops(layer, query_shape, value_shape, density, scores):
+  """(dense, sparse, fixed) FLOPs of one MultiHeadAttention call."""
+  t_q = int(np.prod(query_shape[1:-1]))
+  t_v = int(np.prod(value_shape[1:-1]))
+  kernels = dict(_sequence_kernels(layer, "attention"))
+  heads, key_dim = (int(d) for d in kernels["query_kernel"].shape[-2:])
+  value_dim = int(kernels["value_kernel"].shape[-1])
+  # (output elements, fan-in) of each projection.
+  shapes = {"query_kernel": (t_q * heads * key_dim, int(kernels["query_kernel"].shape[0])),
+            "key_kernel": (t_v * heads * key_dim, int(kernels["key_kernel"].shape[0])),
+            "value_kernel": (t_v * heads * value_dim, int(kernels["value_kernel"].shape[0])),
+            "output_kernel": (t_q * int(kernels["output_kernel"].shape[-1]), heads * value_dim)}
+  dense = sparse = fixed = 0.0
+  for key, (n_out, fan_in) in shapes.items():
+    dense += n_out * (2 * fan_in + 1)
+    sparse += n_out * (2 * fan_in * density[key] + 1)
+    fixed += n_out
+  if scores:
+    extra = heads * (t_q * t_v * (2 * key_dim - 1) + 3 * t_q * t_v + t_q * key_dim
+                     + t_q * value_dim * (2 * t_v - 1))
+    dense, sparse, fixed = dense + extra, sparse + extra, fixed + extra
+  return dense, sparse, fixed
+
+
+def _sequence_row(prefix, leaf, inner, kind, graph, calls, densities, options):
+  """LayerFlops of a recurrent, bidirectional or attention layer."""
+  names = densities.names(prefix, leaf)
+  masks = _masks_of(leaf)
+  kernels = []
+  density = {}
+  for key, variable in _sequence_kernels(inner, kind):
+    value, from_mask = densities.density(names, key, variable, masks)
+    density[key] = value
+    kernels.append((variable, value, from_mask))
+  shapes = _calls(graph, leaf, all_inputs=True)
+  if not shapes:
+    raise ValueError(
+        f"Layer {names[0]!r} has no call recorded in its model. count_flops needs "
+        "a Functional or Sequential model built on keras.Input(...).")
+  length = options.get("sequence_length")
+  dense = sparse = fixed = 0.0
+  for input_shapes, _ in shapes:
+    input_shapes = [_fill_time(s, length) for s in input_shapes]
+    if kind == "attention":
+      query, value = input_shapes[0], input_shapes[1] if len(input_shapes) > 1 else input_shapes[0]
+      for shape in (query, value):
+        _check_known(shape[1:-1], names[0], "sequence_length")
+      options.setdefault("seen_length", int(query[1]))
+      d, s, f = _attention_flops(inner, query, value, density,
+                                 options.get("include_attention_scores", False))
+    else:
+      steps = input_shapes[0][1]
+      _check_known((steps,), names[0], "sequence_length")
+      options.setdefault("seen_length", int(steps))
+      rnns = ([("", inner)] if kind == "rnn" else
+              [("forward_", inner.forward_layer), ("backward_", inner.backward_layer)])
+      d = s = f = 0.0
+      for side, rnn in rnns:
+        part = {key: density[side + key] for key in ("kernel", "recurrent_kernel")}
+        dd, ss, ff = _rnn_flops(rnn, int(steps), part)
+        d, s, f = d + dd, s + ss, f + ff
+    dense, sparse, fixed = dense + calls * d, sparse + calls * s, fixed + calls * f
+  params = sum(_size(v) for v, _, _ in kernels)
+  nnz = sum(_size(v) * d for v, d, _ in kernels)
   return LayerFlops(
       name=names[0], type=type(inner).__name__, dense_flops=float(dense),
       sparse_flops=float(sparse), density=nnz / params if params else 1.0,
       params=params, fixed_flops=float(fixed),
-      masked=any(from_mask for _, _, _, from_mask in kernels))
+      masked=any(from_mask for _, _, from_mask in kernels))
 
 
 def _check_model(model):
@@ -377,7 +588,8 @@ def _check_model(model):
     raise TypeError(f"Expected a keras Model, got {type(model).__name__}.")
 
 
-def count_flops(model, sparsities=None, nonzero_weights=False):
+def count_flops(model, sparsities=None, nonzero_weights=False,
+                sequence_length=None, include_attention_scores=False):
   """Dense and sparse inference FLOPs per example, counted like the paper.
 
   Every Conv (1D/2D/3D, depthwise, separable, transposed) and Dense layer
@@ -398,9 +610,17 @@ def count_flops(model, sparsities=None, nonzero_weights=False):
     nonzero_weights: if True, layers that are neither wrapped nor in
       `sparsities` count the non-zero entries of their kernels (e.g. a model
       after `keras_rigl.strip`); by default they count as dense.
+    sequence_length: time steps to assume where the model's input length is
+      unknown (``keras.Input((None, ...))``); recurrent layers cost their
+      per-step FLOPs times this, per-step layers (Dense/TimeDistributed on a
+      sequence) run this many times.
+    include_attention_scores: also count the weight-free attention products
+      (``Q K^T``, softmax, weighted sum of values), which the paper's rules
+      leave out.
 
   Returns:
-    A `FlopsCount` with ``dense``, ``sparse``, ``ratio``, ``layers`` and
+    A `FlopsCount` with ``dense``, ``sparse``, ``ratio``, ``layers``,
+    ``sequence_length`` (the length recurrent/attention layers saw) and
     ``table()``.
 
   Example:
@@ -411,18 +631,28 @@ def count_flops(model, sparsities=None, nonzero_weights=False):
   >>> half = count_flops(models.lenet300_100(), sparsities={"fc1": 0.5})
   >>> int(half.sparse)
   297610
+  >>> gru = keras.Sequential([keras.Input((None, 8)), keras.layers.GRU(16)])
+  >>> per_step = 2 * (8 + 16) * 48 + 48 + 5 * 16   # 2 K d + 1 per gate output
+  >>> count_flops(gru, sequence_length=10).dense == 10 * per_step
+  True
   """
   _check_model(model)
+  if sequence_length is not None and (
+      isinstance(sequence_length, bool) or int(sequence_length) != sequence_length
+      or sequence_length < 1):
+    raise ValueError(f"sequence_length must be a positive integer, got {sequence_length!r}.")
   densities = _Densities(sparsities, nonzero_weights)
+  options = {"sequence_length": sequence_length,
+             "include_attention_scores": bool(include_attention_scores)}
   rows = []
   for prefix, leaf, graph, calls in _walk(model):
-    row = _layer_row(prefix, leaf, graph, calls, densities)
+    row = _layer_row(prefix, leaf, graph, calls, densities, options)
     if row is not None:
       rows.append(row)
   densities.check_all_used()
   return FlopsCount(dense=float(sum(r.dense_flops for r in rows)),
                     sparse=float(sum(r.sparse_flops for r in rows)),
-                    layers=rows)
+                    layers=rows, sequence_length=options.get("seen_length"))
 
 
 # --------------------------------------------------------------------------
@@ -503,8 +733,8 @@ def model_size_bytes(model, bits_per_weight=32, sparsities=None,
       bits += size * density * bits_per_weight
       if density < 1.0:
         bits += size  # The 1-bit mask that says where the values go.
-    if (fold_batch_norm and kind not in (None, "embedding") and
-        getattr(inner, "bias", None) is None):
+    if (fold_batch_norm and kind not in (None, "embedding", "einsum") + _SEQUENCE_KINDS
+        and getattr(inner, "bias", None) is None):
       bits += _out_channels(inner, kind) * bits_per_weight
   densities.check_all_used()
   return int(math.ceil(bits / 8))
@@ -527,14 +757,21 @@ def kernel_shapes(model):
   shapes = {}
   for prefix, leaf, _, _ in _walk(model):
     inner = leaf.layer if _is_sparse_wrapper(leaf) else leaf
+    name = prefix + inner.name
+    if isinstance(inner, _L.TimeDistributed):
+      inner = inner.layer
     kind = _kind(inner)
     if kind in (None, "embedding"):
       continue
     kernels = _kernels(inner, kind)
-    name = prefix + inner.name
     for key, variable in kernels:
-      shapes[f"{name}/{key}" if len(kernels) > 1 else name] = tuple(
-          int(d) for d in variable.shape)
+      shape = tuple(int(d) for d in variable.shape)
+      if kind in ("einsum", "attention"):
+        # As sparsify's ER/ERK see them: the (fan_in, fan_out) matrix.
+        fan_in = _einsum_fan_in(inner if kind == "einsum" else
+                                getattr(inner, f"_{key[:-len('_kernel')]}_dense"))
+        shape = (fan_in, int(np.prod(shape)) // fan_in)
+      shapes[f"{name}/{key}" if len(kernels) > 1 else name] = shape
   return shapes
 
 

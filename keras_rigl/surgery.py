@@ -9,8 +9,8 @@ import tensorflow as tf
 from keras_rigl import _keras
 from keras_rigl._keras import keras
 from keras_rigl.distributions import check_seed, layer_sparsities
-from keras_rigl.wrapper import (SparseWrapper, is_sparsifiable,
-                                sparsifiable_weights)
+from keras_rigl.wrapper import (SparseWrapper, distribution_shapes, is_composite,
+                                is_sparsifiable, sparsifiable_weights)
 
 
 def _check_graph_model(model, what):
@@ -63,7 +63,12 @@ def _clone(model, clone_layer):
 
 
 def _fresh(layer):
-  return layer.__class__.from_config(layer.get_config())
+  new = layer.__class__.from_config(layer.get_config())
+  if (_keras.IS_KERAS3 and isinstance(layer, keras.layers.MultiHeadAttention)
+      and layer.built and not new.built):
+    # Its build needs the value shape too, which a wrapper does not see.
+    new.build_from_config(layer.get_build_config())
+  return new
 
 
 def sparsify(model, sparsity, distribution="erk", erk_power_scale=1.0,
@@ -82,8 +87,12 @@ def sparsify(model, sparsity, distribution="erk", erk_power_scale=1.0,
     erk_power_scale: exponent of the ER/ERK raw densities.
     custom_sparsity: {layer name: sparsity} kept as given and left out of the
       scaling (e.g. ``{"conv1": 0.0}`` keeps the first layer dense). A layer
-      with several kernels (SeparableConv2D) takes "name" for all of them or
-      "name/depthwise_kernel" for one.
+      with several kernels (SeparableConv2D, GRU/LSTM/SimpleRNN,
+      Bidirectional, MultiHeadAttention) takes "name" for all of them or
+      "name/<weight key>" for one, e.g. "gru/recurrent_kernel",
+      "bigru/backward_kernel", "mha/query_kernel". ER/ERK see recurrent
+      kernels as stored ((n_in, gates * units), (units, gates * units)) and
+      EinsumDense / attention kernels as their (fan_in, fan_out) matrix.
     exclude: layer names, or a predicate ``f(layer) -> bool``, of layers to
       leave dense and out of the scaling.
     seed: seed of the random mask positions.
@@ -128,8 +137,8 @@ def sparsify(model, sparsity, distribution="erk", erk_power_scale=1.0,
   keys = {layer.name: _weight_keys(layer) for layer in targets}
   shapes = {}
   for layer in targets:
-    for key, variable in sparsifiable_weights(layer):
-      shapes[keys[layer.name][key]] = tuple(variable.shape)
+    for key, shape in distribution_shapes(layer).items():
+      shapes[keys[layer.name][key]] = shape
   custom = {}
   for name, value in (custom_sparsity or {}).items():
     if name in keys and name not in shapes:  # A multi-kernel layer's name.
@@ -168,7 +177,7 @@ def sparsify(model, sparsity, distribution="erk", erk_power_scale=1.0,
     if isinstance(new, SparseWrapper):
       new.layer.set_weights(old.get_weights())
       new.apply_masks()
-    elif old.weights:
+    elif getattr(old, "weights", None):  # Keras 3 ops (x + y) have none.
       new.set_weights(old.get_weights())
   return sparse_model
 
@@ -204,7 +213,7 @@ def strip(model):
       values = [np.asarray(w) * np.asarray(masked[id(w)]) if id(w) in masked
                 else np.asarray(w) for w in old.layer.weights]
       new.set_weights(values)
-    elif old.weights:
+    elif getattr(old, "weights", None):  # Keras 3 ops (x + y) have none.
       new.set_weights(old.get_weights())
   return plain
 
@@ -285,7 +294,12 @@ def sparsity_report(model):
   0.5
   """
   rows = []
+  inside = set()  # Sublayers of RNN/attention layers, reported by their owner.
   for layer in walk_layers(model):
+    if id(layer) in inside:
+      continue
+    if is_composite(layer):
+      inside.update(id(sub) for sub in walk_layers(layer))
     if isinstance(layer, SparseWrapper):
       for key, (weight, mask) in zip(layer.weight_keys, layer.masked_weights):
         rows.append(SparsityRow(layer.layer.name, key, tuple(weight.shape),

@@ -32,8 +32,10 @@ SUPPORTED_LAYERS = tuple(
     getattr(_L, name) for name in (
         "Dense", "Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose",
         "Conv2DTranspose", "Conv3DTranspose", "DepthwiseConv1D",
-        "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D", "Embedding")
+        "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D", "Embedding",
+        "EinsumDense")
     if hasattr(_L, name))
+_EINSUM = tuple(getattr(_L, name) for name in ("EinsumDense",) if hasattr(_L, name))
 SPARSIFIABLE_WEIGHT_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel",
                              "embeddings")
 MASK_INIT_CHOICES = ("random", "dense")
@@ -64,14 +66,75 @@ def weight_short_name(variable):
   return variable.name.split("/")[-1].split(":")[0]
 
 
-def is_sparsifiable(layer):
-  """True if SparseWrapper can wrap `layer` (a built-in type or the protocol)."""
+# Composite layers whose kernels live on sublayers: recurrent layers (on
+# `layer.cell`), Bidirectional (forward/backward RNNs), TimeDistributed (the
+# inner layer) and MultiHeadAttention (its query/key/value/output EinsumDense
+# projections). The wrapper masks those kernels and substitutes W * M on the
+# sublayer that owns them during the call.
+_RNN_CELLS = tuple(getattr(_L, name) for name in
+                   ("SimpleRNNCell", "LSTMCell", "GRUCell") if hasattr(_L, name))
+_ATTENTION_PARTS = (("query", "_query_dense"), ("key", "_key_dense"),
+                    ("value", "_value_dense"), ("output", "_output_dense"))
+COMPOSITE_LAYER_NAMES = ("SimpleRNN", "LSTM", "GRU", "Bidirectional",
+                         "TimeDistributed", "MultiHeadAttention")
+
+
+def _is_plain(layer):
   return (isinstance(layer, SUPPORTED_LAYERS) or
           callable(getattr(layer, "get_sparsifiable_weights", None)))
 
 
-def sparsifiable_weights(layer):
-  """[(weight_key, variable)] of a built layer: the weights to be masked."""
+def _is_rnn(layer):
+  return isinstance(layer, _L.RNN) and isinstance(getattr(layer, "cell", None), _RNN_CELLS)
+
+
+def _composite_kind(layer):
+  """'rnn', 'bidirectional', 'time_distributed', 'attention' or None."""
+  if _is_rnn(layer):
+    return "rnn"
+  if isinstance(layer, _L.Bidirectional) and _is_rnn(layer.forward_layer):
+    return "bidirectional"
+  if isinstance(layer, _L.TimeDistributed) and _is_plain(layer.layer):
+    return "time_distributed"
+  if isinstance(layer, _L.MultiHeadAttention):
+    return "attention"
+  return None
+
+
+def is_composite(layer):
+  """True for layers whose masked kernels live on sublayers (RNN, attention...)."""
+  return _composite_kind(layer) is not None
+
+
+def is_sparsifiable(layer):
+  """True if SparseWrapper can wrap `layer` (a built-in type or the protocol)."""
+  return _is_plain(layer) or _composite_kind(layer) is not None
+
+
+def sparse_slots(layer):
+  """[(weight_key, owner, variable)] of a built layer: the weights to be masked.
+
+  `owner` is the (sub)layer that stores the variable as an attribute: the
+  layer itself, an RNN's cell, a Bidirectional's forward/backward cell, a
+  TimeDistributed's inner layer or an attention projection.
+  """
+  kind = _composite_kind(layer)
+  if kind == "rnn":
+    cell = layer.cell
+    if getattr(cell, "kernel", None) is None:
+      raise ValueError(f"Layer {layer.name!r} is not built; build it first.")
+    return [("kernel", cell, cell.kernel),
+            ("recurrent_kernel", cell, cell.recurrent_kernel)]
+  if kind == "bidirectional":
+    return [(f"{side}_{key}", owner, variable)
+            for side, inner in (("forward", layer.forward_layer),
+                                ("backward", layer.backward_layer))
+            for key, owner, variable in sparse_slots(inner)]
+  if kind == "time_distributed":
+    return sparse_slots(layer.layer)
+  if kind == "attention":
+    return [(f"{part}_kernel", getattr(layer, attr), getattr(layer, attr).kernel)
+            for part, attr in _ATTENTION_PARTS]
   if callable(getattr(layer, "get_sparsifiable_weights", None)):
     variables = list(layer.get_sparsifiable_weights())
   elif isinstance(layer, SUPPORTED_LAYERS):
@@ -81,9 +144,81 @@ def sparsifiable_weights(layer):
     raise ValueError(
         f"SparseWrapper cannot wrap layer {layer.name!r} of type "
         f"{type(layer).__name__}. Supported: "
-        f"{', '.join(t.__name__ for t in SUPPORTED_LAYERS)}, or any layer "
-        "that defines get_sparsifiable_weights() returning its weight variables.")
-  return [(weight_short_name(v), v) for v in variables]
+        f"{', '.join(t.__name__ for t in SUPPORTED_LAYERS)}, "
+        f"{', '.join(COMPOSITE_LAYER_NAMES)} (of SimpleRNN/LSTM/GRU or of the "
+        "layers before), or any layer that defines get_sparsifiable_weights() "
+        "returning its weight variables.")
+  return [(weight_short_name(v), layer, v) for v in variables]
+
+
+def sparsifiable_weights(layer):
+  """[(weight_key, variable)] of a built layer: the weights to be masked."""
+  return [(key, variable) for key, _, variable in sparse_slots(layer)]
+
+
+def _einsum_matrix_shape(equation, kernel_shape):
+  """(fan_in, fan_out) of an EinsumDense kernel from its equation.
+
+  Kernel axes that also index the input are contracted (fan-in); the others
+  index the output (fan-out). "abc,cde->abde" with kernel (c, d, e) gives
+  (c, d * e).
+  """
+  inputs, _ = equation.split("->")
+  input_spec, kernel_spec = inputs.split(",")
+  fan_in = fan_out = 1
+  for axis, size in zip(kernel_spec.strip(), kernel_shape):
+    if axis in input_spec:
+      fan_in *= int(size)
+    else:
+      fan_out *= int(size)
+  return (fan_in, fan_out)
+
+
+def distribution_shapes(layer):
+  """{weight_key: shape} that ER/ERK use for each sparse weight of `layer`.
+
+  The kernel's own shape, except for EinsumDense kernels (alone or inside
+  MultiHeadAttention): a 3-D projection kernel such as (d_model, heads,
+  key_dim) enters ER/ERK as the matrix it multiplies by, (fan_in, fan_out) =
+  (d_model, heads * key_dim), so that ERK treats an attention projection like
+  the Dense layer it is. Recurrent kernels enter as they are stored:
+  (n_in, gates * units) and (units, gates * units).
+  """
+  shapes = {}
+  for key, owner, variable in sparse_slots(layer):
+    equation = getattr(owner, "equation", None)
+    if isinstance(owner, _EINSUM) and isinstance(equation, str):
+      shapes[key] = _einsum_matrix_shape(equation, tuple(variable.shape))
+    else:
+      shapes[key] = tuple(int(d) for d in variable.shape)
+  return shapes
+
+
+def _build_attention(layer, query_shape):
+  """Creates a MultiHeadAttention's projection kernels before its first call.
+
+  We see the query's shape only, so an unbuilt layer is built for
+  self-attention; for cross-attention build it (query and value shapes) first.
+  """
+  if _keras.IS_KERAS3:
+    if not layer.built:
+      layer.build(query_shape, query_shape)
+    return
+  # pylint: disable=protected-access
+  # tf_keras creates the projections in _build_from_signature and builds them
+  # lazily in the first call.
+  if not getattr(layer, "_built_from_signature", False):
+    layer._build_from_signature(query_shape, query_shape)
+  shapes = {"_query_dense": layer._query_shape, "_key_dense": layer._key_shape,
+            "_value_dense": layer._value_shape,
+            "_output_dense": tf.TensorShape(layer._query_shape[:-1]).concatenate(
+                [layer._num_heads, layer._value_dim])}
+  for _, attr in _ATTENTION_PARTS:
+    sublayer = getattr(layer, attr)
+    if not sublayer.built:
+      with tf.init_scope():
+        sublayer.build(shapes[attr])
+  layer.built = True
 
 
 def _attribute_holding(layer, variable):
@@ -121,11 +256,18 @@ class SparseWrapper(_L.Wrapper):
   (static sparse training).
 
   Args:
-    layer: the layer to wrap: Dense, Conv1D/2D/3D, Conv1D/2D/3DTranspose,
-      DepthwiseConv1D/2D, SeparableConv1D/2D (both kernels), Embedding, or a
-      custom layer with ``get_sparsifiable_weights()``.
+    layer: the layer to wrap: Dense, EinsumDense, Conv1D/2D/3D,
+      Conv1D/2D/3DTranspose, DepthwiseConv1D/2D, SeparableConv1D/2D (both
+      kernels), Embedding, SimpleRNN/LSTM/GRU ("kernel" and
+      "recurrent_kernel", held by ``layer.cell``), Bidirectional of those
+      ("forward_kernel", "forward_recurrent_kernel", "backward_kernel",
+      "backward_recurrent_kernel"), TimeDistributed of a supported layer,
+      MultiHeadAttention ("query_kernel", "key_kernel", "value_kernel",
+      "output_kernel"; a MultiHeadAttention that is not built yet is built
+      for self-attention, so build it first for cross-attention), or a custom
+      layer with ``get_sparsifiable_weights()``. Biases are never masked.
     sparsity: fraction of zeros in [0, 1); a float for every weight or a dict
-      {weight name ("kernel", "depthwise_kernel", ...): sparsity}.
+      {weight name ("kernel", "recurrent_kernel", ...): sparsity}.
     seed: integer seed of the mask positions.
     mask_init: "random" (default) or "dense" (all ones, for dense-to-sparse
       magnitude pruning).
@@ -136,6 +278,10 @@ class SparseWrapper(_L.Wrapper):
   >>> y = layer(tf.ones([2, 20]))
   >>> round(layer.sparsity, 2)
   0.9
+  >>> gru = SparseWrapper(keras.layers.GRU(8), sparsity=0.75)
+  >>> y = gru(tf.ones([2, 5, 3]))
+  >>> gru.weight_keys
+  ['kernel', 'recurrent_kernel']
   """
 
   def __init__(self, layer, sparsity=0.9, seed=0, mask_init="random", **kwargs):
@@ -187,10 +333,13 @@ class SparseWrapper(_L.Wrapper):
     return self.target_sparsity
 
   def build(self, input_shape=None):
-    if not self.layer.built:
+    if isinstance(self.layer, _L.MultiHeadAttention):
+      _build_attention(self.layer, input_shape)
+    elif not self.layer.built:
       self.layer.build(input_shape)
       self.layer.built = True
-    weights = sparsifiable_weights(self.layer)
+    slots = sparse_slots(self.layer)
+    weights = [(key, variable) for key, _, variable in slots]
     if isinstance(self.target_sparsity, dict):
       unknown = sorted(set(self.target_sparsity) - {key for key, _ in weights})
       if unknown:
@@ -198,8 +347,8 @@ class SparseWrapper(_L.Wrapper):
             f"sparsity names {unknown}, but layer {self.layer.name!r} has the "
             f"sparsifiable weights {[key for key, _ in weights]}.")
     object.__setattr__(self, "_specs", [])
-    for key, weight in weights:
-      attribute = _attribute_holding(self.layer, weight)
+    for key, owner, weight in slots:
+      attribute = _attribute_holding(owner, weight)
       sparsity = self._sparsity_for(key)
       seed = name_seed(self.seed, f"{self.layer.name}/{key}")
       if self.mask_init == "dense":
@@ -219,24 +368,24 @@ class SparseWrapper(_L.Wrapper):
       # An attribute, so that tf.train.Checkpoint saves it (Keras 3 tracks
       # checkpoint dependencies through attributes only).
       setattr(self, f"{key}_mask", mask)
-      self._specs.append((attribute, key, weight, mask))
+      self._specs.append((owner, attribute, key, weight, mask))
     self.apply_masks()
     self.built = True
 
   def apply_masks(self):
     """Sets every masked weight to ``W * M`` (stored inactive weights = 0)."""
-    for _, _, weight, mask in self._specs:
+    for _, _, _, weight, mask in self._specs:
       weight.assign(_keras.variable_tensor(weight) * _keras.variable_tensor(mask))
 
   @property
   def masked_weights(self):
     """[(weight_variable, mask_variable), ...] for every sparse weight."""
-    return [(weight, mask) for _, _, weight, mask in self._specs]
+    return [(weight, mask) for _, _, _, weight, mask in self._specs]
 
   @property
   def weight_keys(self):
     """Short names ("kernel", ...) of the masked weights, in order."""
-    return [key for _, key, _, _ in self._specs]
+    return [key for _, _, key, _, _ in self._specs]
 
   @property
   def sparsity(self):
@@ -251,26 +400,45 @@ class SparseWrapper(_L.Wrapper):
     originals = []
     compute_dtype = tf.as_dtype(self.layer.compute_dtype)
     try:
-      for index, (attribute, _, weight, mask) in enumerate(self._specs):
+      # `owner` is the layer itself, or the sublayer holding the weight (an
+      # RNN cell, an attention projection): the layer's own call reads it there.
+      for index, (owner, attribute, _, weight, mask) in enumerate(self._specs):
         effective = _keras.variable_tensor(weight) * _keras.variable_tensor(mask)
         if records is not None:
           records.append((self, index, effective))
         if effective.dtype != compute_dtype:
           effective = tf.cast(effective, compute_dtype)
-        originals.append((attribute, getattr(self.layer, attribute)))
-        object.__setattr__(self.layer, attribute, effective)
+        originals.append((owner, attribute, getattr(owner, attribute)))
+        object.__setattr__(owner, attribute, effective)
       if self._inner_kwargs is not None:
         kwargs = {k: v for k, v in kwargs.items() if k in self._inner_kwargs}
       return self.layer.call(inputs, *args, **kwargs)
     finally:
-      for attribute, original in originals:
-        object.__setattr__(self.layer, attribute, original)
+      for owner, attribute, original in originals:
+        object.__setattr__(owner, attribute, original)
 
-  def compute_output_shape(self, input_shape):
-    return self.layer.compute_output_shape(input_shape)
+  def compute_output_shape(self, input_shape, *args, **kwargs):
+    if isinstance(self.layer, _L.MultiHeadAttention) and not args:
+      args = (kwargs.pop("value_shape", input_shape),)  # Only the query's seen.
+    return self.layer.compute_output_shape(input_shape, *args, **kwargs)
 
   def compute_mask(self, inputs, mask=None):
     return self.layer.compute_mask(inputs, mask)
+
+  def get_build_config(self):
+    config = super().get_build_config()
+    if (config is not None and _keras.IS_KERAS3 and
+        isinstance(self.layer, _L.MultiHeadAttention)):
+      # Our input shape is the query's only: keep the value/key shapes too.
+      config = dict(config, layer_build_config=self.layer.get_build_config())
+    return config
+
+  def build_from_config(self, config):
+    config = dict(config)
+    inner = config.pop("layer_build_config", None)
+    if inner and not self.layer.built:
+      self.layer.build_from_config(inner)
+    super().build_from_config(config)
 
   def get_config(self):
     config = super().get_config()

@@ -220,7 +220,7 @@ def test_custom_layer_weight_not_an_attribute():
 
 @pytest.mark.parametrize("factory,type_name", [
     (lambda: L.BatchNormalization(name="bn"), "BatchNormalization"),
-    (lambda: L.LSTM(4, name="lstm"), "LSTM"),
+    (lambda: L.ConvLSTM2D(2, 3, name="convlstm"), "ConvLSTM2D"),  # LSTM is supported.
     (lambda: L.LayerNormalization(name="ln"), "LayerNormalization"),
 ])
 def test_unsupported_layer_error(factory, type_name):

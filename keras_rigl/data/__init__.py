@@ -11,6 +11,7 @@ Example:
 """
 
 from keras_rigl.data import fashion_mnist
+from keras_rigl.data import text
 from keras_rigl.data.common import DataNotFoundError
 from keras_rigl.data.common import DatasetInfo
 from keras_rigl.data.loader import DATASETS
