@@ -14,7 +14,7 @@ always the sampled product ``sum_b x[b, i_k] * dy[b, j_k]``, computed by
   ``"csr"``                  ``tf.raw_ops.SparseMatrixMatMul`` on a CSR matrix
                              built once per call (row-sorted: one ``argsort``
                              unless `sort_order` is passed in ``order``); the
-                             gradient w.r.t. ``x`` reuses the same CSR matrix.
+                             gradient w.r.t. ``x`` rebuilds it (O(nnz)).
   ``"sparse_dense_matmul"``  ``tf.sparse.sparse_dense_matmul`` on ``W^T``
                              (any index order); the gradient w.r.t. ``x`` uses
                              ``adjoint_a``.
@@ -428,17 +428,21 @@ def _csr(x, values, indices, n_in, n_out, order):
   positions = _sorted_positions(rows, cols, order)
   shape = tf.constant([n_in, n_out], tf.int64)
 
+  def csr_matrix(values):
+    return tf.raw_ops.SparseTensorToCSRSparseMatrix(
+        indices=positions, values=tf.gather(values, order), dense_shape=shape)
+
   @tf.custom_gradient
   def f(x, values):
-    # Built once, shared by the forward and the gradient w.r.t. x.
-    w = tf.raw_ops.SparseTensorToCSRSparseMatrix(
-        indices=positions, values=tf.gather(values, order), dense_shape=shape)
     # (W^T x^T)^T = x W.
-    y = tf.raw_ops.SparseMatrixMatMul(a=w, b=x, transpose_a=True, transpose_b=True,
-                                      transpose_output=True)
+    y = tf.raw_ops.SparseMatrixMatMul(a=csr_matrix(values), b=x, transpose_a=True,
+                                      transpose_b=True, transpose_output=True)
 
     def grad(dy):
-      dx = tf.raw_ops.SparseMatrixMatMul(a=w, b=dy, transpose_b=True, transpose_output=True)
+      # The CSR matrix is rebuilt (O(nnz)) rather than kept: a variant tensor
+      # crossing from a tf.function's forward to its backward has no zeros_like.
+      dx = tf.raw_ops.SparseMatrixMatMul(a=csr_matrix(values), b=dy, transpose_b=True,
+                                         transpose_output=True)
       return dx, sampled_matmul(x, dy, rows, cols)
 
     return y, grad
