@@ -8,6 +8,8 @@ For each square kernel ``[n, n]``, batch and sparsity, every variant runs as one
   <method>  ``keras_rigl.layers.kernels.sparse_matmul(x, values, indices, ...,
             method=<method>)``, gradients w.r.t. ``x`` and ``values``; the
             indices are unsorted, as after mask updates
+  csr_ordered  ``method="csr"`` given ``order=sort_order(indices)`` computed
+            once outside the step (a layer that caches it between updates)
   auto      the same with ``method="auto"``
   auto_xla  ``method="auto"`` inside ``tf.function(jit_compile=True)``
 
@@ -51,8 +53,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("shapes", ["1024", "4096", "16384"], "Square kernel sizes n ([n, n]).")
 flags.DEFINE_list("batches", ["1", "32", "256"], "Batch sizes.")
 flags.DEFINE_list("sparsities", ["0.9", "0.95", "0.98", "0.99", "0.999"], "Sparsities.")
-flags.DEFINE_list("methods", ["csr", "sparse_dense_matmul", "gather", "embedding_lookup_sparse"],
-                  "Compressed methods to time besides auto.")
+flags.DEFINE_list("methods", ["csr", "csr_ordered", "sparse_dense_matmul", "gather",
+                               "embedding_lookup_sparse"],
+                  "Compressed methods (or csr_ordered) to time besides auto.")
 flags.DEFINE_bool("xla", True, "Also time method='auto' under jit_compile=True (auto_xla).")
 flags.DEFINE_integer("repeats", 5, "Rounds per timing (median).")
 flags.DEFINE_integer("calls", 0, "Calls per round (0: 1 on CPU, 5 on GPU).")
@@ -165,7 +168,11 @@ def run(device_name, is_gpu):
                 variant == "auto_xla") or (method == "auto" and picks[s][1] == "gather")
             if too_big or (gather_like and batch > 1 and 4 * nnz * batch > FLAGS.max_gather_bytes):
               continue
-            mm = lambda a, b, method=method, idx=idx: kernels.sparse_matmul(a, b, idx, n, n, method=method)  # pylint: disable=unnecessary-lambda-assignment,line-too-long
+            order = None
+            if method == "csr_ordered":  # a layer that keeps sort_order(indices) between updates
+              method, order = "csr", kernels.sort_order(idx)
+            mm = lambda a, b, method=method, idx=idx, order=order: kernels.sparse_matmul(  # pylint: disable=unnecessary-lambda-assignment
+                a, b, idx, n, n, method=method, order=order)
             jit = variant == "auto_xla"
             fns[s, variant] = train_fn(mm, x, v, up, jit)
             if batch == 1:

@@ -183,7 +183,10 @@ def test_choose_method_rule():
   assert kernels.choose_method(4096, 4096, 335545, 1) == "gather"  # batch-1 inference
   assert kernels.choose_method(512, 512, 131072, 32) == "dense"  # small, 50% dense
   assert kernels.choose_method(16384, 16384, 2684355, 256) == "csr"
-  assert kernels.choose_method(16384, 16384, 2684355, 256, dtype=tf.float16) == "gather"
+  assert kernels.choose_method(16384, 16384, 2684355, None) == "csr"
+  assert kernels.choose_method(4096, 4096, 335545, 32) == "sparse_dense_matmul"
+  assert kernels.choose_method(4096, 4096, 335545, 32, ordered=True) == "csr"
+  assert kernels.choose_method(4096, 4096, 335545, 8, ordered=True) == "sparse_dense_matmul"
   assert kernels.choose_method(512, 512, 131072, 32, xla=True) == "dense"
   assert kernels.choose_method(4096, 4096, 335545, 32, xla=True) == "gather"
 

@@ -106,19 +106,28 @@ def _device_type(x):
   return "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
 
 
-def choose_method(n_in, n_out, nnz, batch, device="CPU", xla=False, dtype=tf.float32):
-  """The method ``method="auto"`` uses for one call (see the module docstring).
+def choose_method(n_in, n_out, nnz, batch, device="CPU", xla=False, dtype=tf.float32,
+                  ordered=False):
+  """The method ``method="auto"`` uses for one call.
 
-  The rule, from ``benchmarks/sparse_kernels.py`` (tables in its docstring):
+  The rule, read off ``benchmarks/sparse_kernels.py`` on a 2-core CPU
+  (tables and commands in ``benchmarks/results/sparse_kernels.md``):
 
   * under XLA: ``"dense"`` for a kernel of at most `DENSE_LIMIT` elements
-    whose density is above 10%, else ``"gather"`` (the only ones that compile);
-  * batch 1 (inference): ``"gather"`` (one gather + one segment sum over nnz);
-  * density above 10% and a kernel of at most `DENSE_LIMIT` elements:
-    ``"dense"`` (the sparse kernels never beat a dense matmul there);
-  * CPU: ``"csr"`` (fastest forward and backward in every measured row);
-  * GPU: ``"csr"`` (cuSPARSE SpMM).
-  * float16 / bfloat16: ``"gather"`` (no half-precision CSR kernel) unless dense.
+    with density above 1%, else ``"gather"`` (the only ones that compile);
+  * batch 1 (inference): ``"gather"``, one fused XLA pass over the entries
+    (sparse_dense_matmul was 1.3-2x and csr 10-30x slower there);
+  * a kernel of at most `DENSE_LIMIT` elements with density above 2%:
+    ``"dense"`` (1024^2: every sparse method lost to the dense matmul below 98%);
+  * batch below 16, or below 64 without a cached ``order``:
+    ``"sparse_dense_matmul"`` (4096^2 at 98-99%, batch 8-32: 1.3-2x faster
+    than csr, whose per-call argsort dominates at small batches);
+  * otherwise (and an unknown batch): ``"csr"`` (batch 64-256: 1.5-3x faster
+    than sparse_dense_matmul).
+
+  GPU: the same rule; not yet measured on a GPU (``--device=gpu`` rows of the
+  benchmark will tell). ``dtype`` is accepted for rules that differ by
+  precision; half precision runs csr / sparse_dense_matmul in float32.
 
   Args:
     n_in, n_out: the kernel's shape.
@@ -127,26 +136,29 @@ def choose_method(n_in, n_out, nnz, batch, device="CPU", xla=False, dtype=tf.flo
     device: "CPU" or "GPU".
     xla: whether the call is compiled by XLA.
     dtype: the compute dtype.
+    ordered: whether a precomputed `sort_order` is passed (cheap csr).
 
   Example:
   >>> from keras_rigl.layers import kernels
-  >>> kernels.choose_method(4096, 4096, 335545, 256, "CPU")
+  >>> kernels.choose_method(4096, 4096, 335545, 256)
   'csr'
-  >>> kernels.choose_method(4096, 4096, 335545, 256, "CPU", xla=True)
+  >>> kernels.choose_method(4096, 4096, 335545, 256, xla=True)
+  'gather'
+  >>> kernels.choose_method(4096, 4096, 335545, 1)
   'gather'
   """
+  del device, dtype  # one rule for now; see the docstring
   size = int(n_in) * int(n_out)
   density = nnz / size if size else 1.0
-  small_and_dense = size <= DENSE_LIMIT and density > 0.1
+  small = size <= DENSE_LIMIT
   if xla:
-    return "dense" if small_and_dense else "gather"
+    return "dense" if small and density > 0.01 else "gather"
   if batch == 1:
     return "gather"
-  if small_and_dense:
+  if small and density > 0.02:
     return "dense"
-  if tf.as_dtype(dtype) not in (tf.float32, tf.float64):
-    return "gather"
-  del device  # both devices pick CSR today; kept for rules that differ
+  if batch is not None and (batch < 16 or (batch < 64 and not ordered)):
+    return "sparse_dense_matmul"
   return "csr"
 
 
@@ -222,7 +234,7 @@ def sparse_matmul(x, values, indices, n_in, n_out, method="auto", order=None):
   batch = x2.shape[0]
   if method == "auto":
     method = choose_method(n_in, n_out, nnz if nnz is not None else n_in * n_out, batch,
-                           _device_type(x), xla, x.dtype)
+                           _device_type(x), xla, x.dtype, ordered=order is not None)
   elif xla and method not in XLA_METHODS:
     raise ValueError(f"sparse_matmul: method={method!r} has no XLA kernel and cannot run under "
                      f"jit_compile=True; use method='auto' or one of {XLA_METHODS}.")
@@ -296,7 +308,9 @@ def _split_xla(indices, n_out):
 
 
 def _split(indices, n_out):
-  return _split_xla(indices, tf.constant(n_out, indices.dtype))
+  # n_out stays a Python int: XLA then compiles the division by a constant
+  # into a multiply and shift (2x faster than a division by a runtime value).
+  return _split_xla(indices, n_out)
 
 
 @_xla
@@ -365,7 +379,10 @@ def _gather(x, values, indices, n_in, n_out, order):
 
 @_xla
 def _vector_forward_flat(x, values, indices, n_out, n_dst):
-  """Batch-1 forward straight from flat indices: split, gather, scale, sum in one XLA pass."""
+  """Batch-1 forward straight from flat indices: split, gather, scale, sum in one XLA pass.
+
+  n_out is a Python int (a compile-time constant), see `_split`.
+  """
   return tf.math.unsorted_segment_sum(tf.gather(x, indices // n_out) * values, indices % n_out,
                                       n_dst)
 
@@ -375,7 +392,7 @@ def _gather_vector(x, values, indices, n_in, n_out):
 
   @tf.custom_gradient
   def f(x, values):
-    y = _vector_forward_flat(x[0], values, indices, tf.constant(n_out, indices.dtype), n_out)[None]
+    y = _vector_forward_flat(x[0], values, indices, n_out, n_out)[None]
 
     def grad(dy):
       rows, cols = _split(indices, n_out)  # only when training
