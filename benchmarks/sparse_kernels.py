@@ -184,6 +184,9 @@ def run(device_name, is_gpu):
           row.update({k: t for (s2, k), t in times.items() if s2 == s})
           rows.append(row)
         print(f"  done n={n} batch={batch}", file=sys.stderr, flush=True)
+        if FLAGS.out:  # partial tables, in case a long CPU run is stopped
+          with open(FLAGS.out + ".partial", "w", encoding="utf-8") as f:
+            f.write(tables(rows, notes, variants, "(partial)") + "\n")
         del fns
   return rows, notes, variants
 

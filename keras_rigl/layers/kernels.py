@@ -20,17 +20,24 @@ always the sampled product ``sum_b x[b, i_k] * dy[b, j_k]``, computed by
                              ``adjoint_a``.
   ``"gather"``               gather the active inputs, scale by ``values``,
                              ``unsorted_segment_sum`` into the outputs. The
-                             only sparse formulation that XLA compiles; with a
-                             batch of 1 it is the fast inference path.
+                             only sparse formulation that XLA compiles. With a
+                             batch of 1 it is the inference path: one fused XLA
+                             pass over the entries. With larger batches it
+                             holds ``[nnz, batch]`` gathers and, outside XLA,
+                             TF's CPU segment sum is slow: auto avoids it there.
   ``"embedding_lookup_sparse"`` ``tf.nn.embedding_lookup_sparse`` (gather +
                              sorted ``segment_sum``) with the kernel's columns
                              as bags; needs a sort by column every call.
   ``"dense"``                scatter ``values`` into a dense kernel and use
                              ``tf.matmul``; only for kernels of at most
                              `DENSE_LIMIT` elements (16 MiB of float32).
-  ``"auto"``                 `choose_method`: a rule derived from
-                             ``benchmarks/sparse_kernels.py`` (see its docstring
-                             for the table and the rule's derivation).
+  ``"auto"``                 `choose_method`: a rule read off the tables of
+                             ``benchmarks/sparse_kernels.py``
+                             (``benchmarks/results/sparse_kernels.md``).
+
+Integer index arithmetic, the batch-1 path and the dense fallback's scatter run
+as small ``jit_compile`` functions even outside XLA: fused, they were 2-10x
+faster on CPU than TF's element-wise integer kernels.
 
 Under ``tf.function(jit_compile=True)`` only ``"gather"`` and ``"dense"``
 compile (the CSR, ``SparseTensorDenseMatMul`` and sorted segment ops have no XLA
@@ -117,8 +124,9 @@ def choose_method(n_in, n_out, nnz, batch, device="CPU", xla=False, dtype=tf.flo
     with density above 1%, else ``"gather"`` (the only ones that compile);
   * batch 1 (inference): ``"gather"``, one fused XLA pass over the entries
     (sparse_dense_matmul was 1.3-2x and csr 10-30x slower there);
-  * a kernel of at most `DENSE_LIMIT` elements with density above 2%:
-    ``"dense"`` (1024^2: every sparse method lost to the dense matmul below 98%);
+  * a kernel of at most `DENSE_LIMIT` elements with density above 2.1%
+    (sparsity below 98%, with nnz rounding): ``"dense"`` (1024^2, batch 32 and
+    256: every sparse method lost to the dense matmul below 98%);
   * batch below 16, or below 64 without a cached ``order``:
     ``"sparse_dense_matmul"`` (4096^2 at 98-99%, batch 8-32: 1.3-2x faster
     than csr, whose per-call argsort dominates at small batches);
@@ -155,7 +163,7 @@ def choose_method(n_in, n_out, nnz, batch, device="CPU", xla=False, dtype=tf.flo
     return "dense" if small and density > 0.01 else "gather"
   if batch == 1:
     return "gather"
-  if small and density > 0.02:
+  if small and density > 0.021:
     return "dense"
   if batch is not None and (batch < 16 or (batch < 64 and not ordered)):
     return "sparse_dense_matmul"
