@@ -225,8 +225,10 @@ def tables(rows, notes, variants, header):
         found = None
         for r in reversed(group):
           d, t = r.get("dense" + suffix), get(r)
-          if d is None or t is None:
-            return "no dense" if d is None else found or "-"
+          if d is None:
+            return "no dense"
+          if t is None:  # lower sparsities skipped (--max_work / --max_gather_bytes)
+            return f"{found} (lower not run)" if found else "not run"
           if t < d:
             found = f"{r['sparsity']:.3f}"
           else:

@@ -164,9 +164,11 @@ def test_sampled_matmul_chunks(batch, rng):
   rows, cols = rng.integers(0, 30, 3000), rng.integers(0, 20, 3000)
   expect = (x.T @ dy)[rows, cols]
   for chunk_elements in (2**20, 1):  # one block, then 1024-entry chunks (map_fn)
-    got = kernels.sampled_matmul(tf.constant(x), tf.constant(dy), tf.constant(rows),
-                                 tf.constant(cols), chunk_elements=chunk_elements)
-    np.testing.assert_allclose(got.numpy(), expect, rtol=1e-4, atol=1e-4)
+    for jit in (False, True):
+      fn = tf.function(lambda *a, c=chunk_elements: kernels.sampled_matmul(*a, chunk_elements=c),
+                       jit_compile=jit)
+      got = fn(tf.constant(x), tf.constant(dy), tf.constant(rows), tf.constant(cols))
+      np.testing.assert_allclose(got.numpy(), expect, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("method", ["auto", "csr", "gather", "sparse_dense_matmul"])

@@ -85,6 +85,7 @@ def sort_order(indices):
   keep it, and pass it as ``sparse_matmul(..., order=...)``.
 
   Example:
+  >>> import tensorflow as tf
   >>> from keras_rigl.layers import kernels
   >>> kernels.sort_order(tf.constant([7, 2, 5])).numpy().tolist()
   [1, 2, 0]
@@ -200,7 +201,7 @@ def sparse_matmul(x, values, indices, n_in, n_out, method="auto", order=None):
     ``[..., n_out]`` tensor of ``x``'s dtype.
 
   Example:
-  >>> import numpy as np
+  >>> import tensorflow as tf
   >>> from keras_rigl.layers import kernels
   >>> x = tf.constant([[1.0, 2.0, 3.0]])
   >>> values, indices = tf.constant([10.0, 1.0]), tf.constant([5, 0])  # W[2,1]=10, W[0,0]=1
@@ -277,6 +278,7 @@ def sampled_matmul(x, dy, rows, cols, chunk_elements=SAMPLED_CHUNK_ELEMENTS):
     chunk_elements: bound on ``chunk * batch``.
 
   Example:
+  >>> import tensorflow as tf
   >>> from keras_rigl.layers import kernels
   >>> x, dy = tf.constant([[1.0, 2.0]]), tf.constant([[3.0, 4.0, 5.0]])
   >>> kernels.sampled_matmul(x, dy, tf.constant([1, 0]), tf.constant([2, 0])).numpy().tolist()
