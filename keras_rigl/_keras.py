@@ -214,6 +214,22 @@ def build_optimizer(optimizer, variables):
   return True
 
 
+def metric_variables(model):
+  """Variables of the model's metrics, including tf_keras's loss mean before the first step.
+
+  tf_keras lists its compiled loss metric in `model.metrics` only once the
+  first train step has built it; the variable itself exists from compile.
+  """
+  variables = [v for m in model.metrics for v in m.variables]
+  loss_mean = getattr(getattr(model, "compiled_loss", None), "_total_loss_mean", None)
+  if not IS_KERAS3 and loss_mean is not None:
+    variables += list(loss_mean.variables)
+  unique = {}
+  for v in variables:
+    unique.setdefault(id(v), v)
+  return list(unique.values())
+
+
 def steps_per_execution(model):
   """How many train steps one on_train_batch_end covers."""
   if IS_KERAS3:

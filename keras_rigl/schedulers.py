@@ -40,8 +40,10 @@ _MAX_SCHEDULE_CHECKS = 100_000
 
 def _check_int(name, value, minimum, owner=""):
   if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    example = minimum if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+        else max(minimum, int(value))
     raise ValueError(f"{owner}{name} must be an integer >= {minimum}, got {value!r}; "
-                     f"pass e.g. {name}={max(minimum, 1)}.")
+                     f"pass e.g. {name}={example}.")
   return int(value)
 
 
@@ -208,14 +210,17 @@ class _MaskScheduler(keras.callbacks.Callback):
       if static:
         ones = int(np.sum(np.asarray(_keras.variable_tensor(target.mask))))
         target.max_update = int(math.floor(ones * self._max_fraction()))
-    self._metric_variables = [v for m in self.model.metrics for v in m.variables]
+    self._metric_variables = _keras.metric_variables(self.model)
     # Every other piece of model state a training-mode forward pass may touch
     # (BatchNormalization statistics, RNG seeds...): saved and put back.
     skip = {id(v) for v in self._metric_variables}
     skip.update(id(t.mask) for t in self._targets)
     self._state_variables = [v for v in self.model.non_trainable_variables
                              if id(v) not in skip]
-    self._update_fn = tf.function(self._update_step, reduce_retracing=True)
+    # No autograph: plain Python loops only, and errors raised while tracing
+    # (e.g. RigL data that does not fit the model) keep their own message.
+    self._update_fn = tf.function(self._update_step, reduce_retracing=True,
+                                  autograph=False)
 
   # --- the update ---------------------------------------------------------
 
@@ -557,10 +562,7 @@ class RigLScheduler(_DropGrowScheduler):
             y_pred = model(x, training=True)
           loss = _compute_loss(model, x, y, y_pred, sample_weight)
         except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:
-          raise ValueError(
-              "RigLScheduler data does not fit the model or its compiled loss: "
-              f"{error}\nFix: give RigLScheduler batches like the ones fit trains "
-              "on (same features and label format).") from error
+          raise ValueError(_DATA_MISMATCH.format(error=error)) from error
         loss = _keras.scale_loss_for_gradients(optimizer, loss)
       tensors = [tensor for _, _, tensor in records]
       grads = tape.gradient(loss, tensors)
@@ -815,8 +817,9 @@ def _as_dataset(data):
 def _check_rigl_data(dataset, model):
   """Clear errors for RigL data that cannot give gradients for `model`.
 
-  Looks at the element structure and, when the length is unknown, reads one
-  batch (an empty dataset must fail here, not end training at an update).
+  Looks at the element structure against the model's inputs, then reads one
+  batch (an empty dataset must fail here, not end training at an update) and
+  runs it through the model and the compiled loss in inference mode.
   """
   spec = dataset.element_spec
   if not isinstance(spec, tuple) or len(spec) not in (2, 3):
@@ -837,12 +840,30 @@ def _check_rigl_data(dataset, model):
   if cardinality == 0:
     raise ValueError("RigLScheduler data is empty (0 batches); pass the training set, "
                      "batched, e.g. dataset.batch(128) on a non-empty dataset.")
-  if cardinality < 0 and cardinality != tf.data.INFINITE_CARDINALITY:
-    for _ in dataset.take(1):
-      break
-    else:
-      raise ValueError("RigLScheduler data is empty (it yielded no batch); pass the "
-                       "training set, batched, e.g. dataset.batch(128).")
+  batch = None
+  for batch in dataset.take(1):
+    break
+  if batch is None:
+    raise ValueError("RigLScheduler data is empty (it yielded no batch); pass the "
+                     "training set, batched, e.g. dataset.batch(128).")
+  if isinstance(model.distribute_strategy, tf.distribute.TPUStrategy):
+    return  # No eager forward pass on TPU; the traced update checks the rest.
+  # One batch through the model and the compiled loss (inference mode: no
+  # state changes) catches what only shows with values (e.g. one-hot labels
+  # for a sparse loss under tf_keras).
+  x, y, sample_weight = _keras.unpack_batch(batch)
+  try:
+    with model.distribute_strategy.scope():
+      y_pred = model(x, training=False)
+      _compute_loss(model, x, y, y_pred, sample_weight)
+  except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:
+    raise ValueError(_DATA_MISMATCH.format(error=error)) from error
+
+
+_DATA_MISMATCH = (
+    "RigLScheduler data does not fit the model or its compiled loss: {error}\nFix: "
+    "give RigLScheduler batches like the ones fit trains on (same features and "
+    "label format, e.g. integer labels for a sparse loss).")
 
 
 def _input_names(model):
