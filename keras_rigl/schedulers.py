@@ -10,7 +10,8 @@ All state lives in variables that Keras already saves: the masks (in the
 wrappers) and the step (``optimizer.iterations``). An update is one compiled
 `tf.function` that runs in cross-replica context under any `tf.distribute`
 strategy, so every replica and worker ends with the same masks, weights and
-optimizer slots. Between updates a callback only reads the step counter.
+optimizer slots. Between updates a callback reads the step counter only on the
+batches where an update could be due.
 """
 
 import math
@@ -113,6 +114,8 @@ class _MaskScheduler(keras.callbacks.Callback):
     self._trace_count = 0       # Python-side traces of the update (tests).
     self._end_step = self.end_step
     self._done_step = None
+    self._quiet_batches = 0
+    self._steps_per_execution = 1
     self.last_mask_change = 0.0
     self.last_update_step = None
     self.updates = 0
@@ -164,6 +167,8 @@ class _MaskScheduler(keras.callbacks.Callback):
           "callback sees. Use steps_per_epoch (or a dataset length) that is a "
           f"multiple of {spe}.")
     self._end_step = self._resolve_end_step()
+    self._steps_per_execution = spe
+    self._quiet_batches = 0
     self._check_schedule()
     # A new fit may start from restored variables: an update due at the
     # current step has not happened to them.
@@ -282,12 +287,33 @@ class _MaskScheduler(keras.callbacks.Callback):
   # update due after the very last step of a fit happens at the start of the
   # next fit, if any.
   def on_train_batch_begin(self, batch, logs=None):
-    # One read of the step counter per batch (a few microseconds): batch
-    # counters drift from it (skipped mixed-precision steps, restores).
-    step = int(self.model.optimizer.iterations.numpy())
-    if step == self._done_step or not self._should_update(step):
+    # The step counter, not a batch counter, decides (batches drift from it:
+    # skipped mixed-precision steps, restores). It grows by at most
+    # steps_per_execution per batch, so it is read only when an update could
+    # be due: no device read on most batches.
+    if self._quiet_batches > 0:
+      self._quiet_batches -= 1
       return
-    self._run_update(step)
+    step = int(self.model.optimizer.iterations.numpy())
+    if step != self._done_step and self._should_update(step):
+      self._run_update(step)
+    self._quiet_batches = self._batches_before_due(step)
+
+  def _next_update_step(self, step):
+    """The first update step after `step`, None if unknown, inf if none."""
+    first = max(step + 1, self.begin_step)
+    candidate = -(-first // self.update_freq) * self.update_freq
+    return candidate if candidate <= self._end_step else math.inf
+
+  def _batches_before_due(self, step):
+    """How many coming batches cannot reach the next update step."""
+    upcoming = self._next_update_step(step)
+    if upcoming is None:
+      return 0
+    if upcoming == math.inf:
+      return math.inf
+    spe = self._steps_per_execution
+    return max(-(-(upcoming - step) // spe) - 1, 0)
 
   def _run_update(self, step):
     if self._update_fn is None or (self._slots_pending and step > 0):
@@ -717,6 +743,11 @@ class MagnitudePruningScheduler(_MaskScheduler):
       should_prune, _ = self.schedule(tf.constant(step, tf.int64))
       return bool(should_prune)
     return super()._should_update(step)
+
+  def _next_update_step(self, step):
+    if self.schedule is not None:
+      return None  # An external schedule may prune at any step.
+    return super()._next_update_step(step)
 
   def _update_argument(self, step, check=True):
     if self.schedule is not None:
