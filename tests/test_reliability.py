@@ -384,3 +384,17 @@ def test_importing_tfmot_first_warns_about_the_flavour():
   out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                        text=True, timeout=300, check=True)
   assert "import keras_rigl before" not in out.stderr
+
+
+@pytest.mark.skipif(_keras.IS_KERAS3, reason="tf_keras legacy optimizers only exist in tf_keras")
+def test_tf_keras_legacy_optimizer_slots_found_after_the_first_step(toy_dataset):
+  model = sparse_mlp()
+  model.compile(keras.optimizers.legacy.SGD(0.1, momentum=0.9), sparse_ce())
+  rigl = kr.RigLScheduler(toy_dataset, update_freq=3, end_step=12)
+  model.fit(toy_dataset, epochs=2, verbose=0, callbacks=[rigl])
+  assert rigl.updates == 5
+  # Legacy optimizers create their slots with the first step: one more trace then.
+  assert rigl._trace_count == 2
+  assert all(len(t.slots) == 1 for t in rigl._targets)
+  for w, m in masked_pairs(model):
+    assert np.all(w[m == 0] == 0)
