@@ -877,14 +877,18 @@ def _check_rigl_data(dataset, model):
   if batch is None:
     raise ValueError("RigLScheduler data is empty (it yielded no batch); pass the "
                      "training set, batched, e.g. dataset.batch(128).")
-  if isinstance(model.distribute_strategy, tf.distribute.TPUStrategy):
-    return  # No eager forward pass on TPU; the traced update checks the rest.
+  strategy = model.distribute_strategy
+  if not (isinstance(strategy, tf.distribute.OneDeviceStrategy) or
+          type(strategy).__name__ == "_DefaultDistributionStrategy"):
+    # Distributed variables (metrics) cannot be updated eagerly in
+    # cross-replica context: the traced update checks the rest.
+    return
   # One batch through the model and the compiled loss (inference mode: no
   # state changes) catches what only shows with values (e.g. one-hot labels
   # for a sparse loss under tf_keras).
   x, y, sample_weight = _keras.unpack_batch(batch)
   try:
-    with model.distribute_strategy.scope():
+    with strategy.scope():
       y_pred = model(x, training=False)
       _compute_loss(model, x, y, y_pred, sample_weight)
   except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:
