@@ -17,7 +17,13 @@ the intrinsic cost):
 Variants run twice in mirrored order (dense, static, ..., static, dense) so
 that drift in machine speed cancels out. Ratios are over dense in this run.
 
+--fit_calls: "one" trains each variant in one `fit(epochs=N)`; "per_epoch"
+calls `fit(epochs=e + 1, initial_epoch=e)` once per epoch (a common loop; the
+schedulers must not pay their start-up again per call) and times each whole
+`fit` call; "both" (default) prints both tables.
+
   python benchmarks/epoch_time.py [--epochs 4] [--variants dense,static,rigl]
+      [--fit_calls one|per_epoch|both] [--threads 1]
 """
 
 import gc
@@ -38,6 +44,10 @@ flags.DEFINE_list("variants", ["dense", "static", "idle", "rigl", "set", "tfmot"
                   "What to time.")
 flags.DEFINE_integer("batch_size", 128, "Batch size.")
 flags.DEFINE_float("sparsity", 0.9, "Sparsity of the sparse variants.")
+flags.DEFINE_integer("threads", 0, "TensorFlow intra- and inter-op threads (0: TF's "
+                     "default). 1 gives steadier ratios on a shared machine.")
+flags.DEFINE_enum("fit_calls", "both", ["one", "per_epoch", "both"],
+                  "One fit for all epochs, one fit per epoch, or both.")
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -80,29 +90,39 @@ def build(variant, train, steps):
   return model, callbacks
 
 
-def main(_):
-  variants = list(FLAGS.variants)
-  if "tfmot" in variants and FLAVOUR != "tf_keras":
-    print("(tfmot needs tf_keras: run with TF_USE_LEGACY_KERAS=1 to include it)")
-    variants.remove("tfmot")
-  train = kr_data.load("fashion_mnist", "train", FLAGS.batch_size, seed=0).cache()
-  steps = FLAGS.epochs * int(train.cardinality())
+def train(variant, train_data, steps, per_epoch):
+  """(epoch wall times, epoch CPU times, final train accuracy) of one variant."""
+  keras.backend.clear_session()  # Earlier models must not slow later ones.
+  gc.collect()
+  model, callbacks = build(variant, train_data, steps)
+  timer = EpochTimer()
+  if not per_epoch:
+    history = model.fit(train_data, epochs=FLAGS.epochs, verbose=0,
+                        callbacks=callbacks + [timer])
+    return timer.times, timer.cpu, history.history["accuracy"][-1]
+  times, cpu = [], []
+  for epoch in range(FLAGS.epochs):
+    start, start_cpu = time.perf_counter(), time.process_time()
+    history = model.fit(train_data, epochs=epoch + 1, initial_epoch=epoch, verbose=0,
+                        callbacks=callbacks)
+    times.append(time.perf_counter() - start)
+    cpu.append(time.process_time() - start_cpu)
+  return times, cpu, history.history["accuracy"][-1]
+
+
+def table(variants, train_data, steps, per_epoch):
   times = {v: [] for v in variants}
   cpu = {v: [] for v in variants}
   accuracy = {}
   for variant in variants + variants[::-1]:
-    keras.backend.clear_session()  # Earlier models must not slow later ones.
-    gc.collect()
-    model, callbacks = build(variant, train, steps)
-    timer = EpochTimer()
-    history = model.fit(train, epochs=FLAGS.epochs, verbose=0, callbacks=callbacks + [timer])
-    times[variant] += timer.times[1:]
-    cpu[variant] += timer.cpu[1:]
-    accuracy[variant] = history.history["accuracy"][-1]
-    print(f"  {variant:7s} epochs {['%.2f' % t for t in timer.times]}", flush=True)
+    epoch_times, epoch_cpu, accuracy[variant] = train(variant, train_data, steps, per_epoch)
+    times[variant] += epoch_times[1:]
+    cpu[variant] += epoch_cpu[1:]
+    print(f"  {variant:7s} epochs {['%.2f' % t for t in epoch_times]}", flush=True)
   base = statistics.median(times["dense"]) if "dense" in times else None
   print(f"\nLeNet-300-100, Fashion-MNIST, batch {FLAGS.batch_size}, {FLAVOUR}, "
-        f"{FLAGS.sparsity:.0%} ERK, median of {len(times[variants[0]])} epochs")
+        f"{FLAGS.sparsity:.0%} ERK, {'one fit call per epoch' if per_epoch else 'one fit'}, "
+        f"median of {len(times[variants[0]])} epochs")
   best = min(times["dense"]) if "dense" in times else None
   base_cpu = statistics.median(cpu["dense"]) if "dense" in cpu else None
   print(f"{'variant':8s} {'median s':>9s} {'vs dense':>9s} {'min s':>7s} {'vs dense':>9s} "
@@ -115,6 +135,22 @@ def main(_):
     ratio_cpu = f"{median_cpu / base_cpu:.3f}" if base_cpu else "-"
     print(f"{variant:8s} {median:9.3f} {ratio:>9s} {low:7.3f} {ratio_min:>9s} "
           f"{median_cpu:7.3f} {ratio_cpu:>9s} {accuracy[variant]:10.3f}")
+  print(flush=True)
+
+
+def main(_):
+  if FLAGS.threads:
+    tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
+  variants = list(FLAGS.variants)
+  if "tfmot" in variants and FLAVOUR != "tf_keras":
+    print("(tfmot needs tf_keras: run with TF_USE_LEGACY_KERAS=1 to include it)")
+    variants.remove("tfmot")
+  train_data = kr_data.load("fashion_mnist", "train", FLAGS.batch_size, seed=0).cache()
+  steps = FLAGS.epochs * int(train_data.cardinality())
+  modes = {"one": [False], "per_epoch": [True], "both": [False, True]}[FLAGS.fit_calls]
+  for per_epoch in modes:
+    table(variants, train_data, steps, per_epoch)
 
 
 if __name__ == "__main__":

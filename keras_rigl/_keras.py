@@ -7,10 +7,47 @@ agree. Every other module imports Keras from here, never directly.
 """
 
 import os
+import sys
+import warnings
 
 import tensorflow as tf
 
-USE_LEGACY_KERAS = os.environ.get("TF_USE_LEGACY_KERAS", None) in ("true", "True", "1")
+_LEGACY_VALUES = ("true", "True", "1")
+USE_LEGACY_KERAS = os.environ.get("TF_USE_LEGACY_KERAS", None) in _LEGACY_VALUES
+
+
+def _initial_environment():
+  """The environment this process started with (Linux), or None if unknown."""
+  try:
+    with open("/proc/self/environ", "rb") as f:
+      entries = f.read().split(b"\0")
+  except OSError:
+    return None
+  return dict(e.decode("utf-8", "replace").split("=", 1) for e in entries if b"=" in e)
+
+
+def legacy_keras_set_by_tfmot():
+  """True if TF_USE_LEGACY_KERAS was set by importing tensorflow_model_optimization.
+
+  tfmot sets ``TF_USE_LEGACY_KERAS=1`` when it is imported. When the process
+  did not start with that variable, tfmot is loaded and the variable is now
+  set, keras_rigl (like tf.keras) runs on tf_keras although the user may be
+  writing Keras 3 code.
+  """
+  if not USE_LEGACY_KERAS or "tensorflow_model_optimization" not in sys.modules:
+    return False
+  initial = _initial_environment()
+  return initial is not None and initial.get("TF_USE_LEGACY_KERAS") not in _LEGACY_VALUES
+
+
+if legacy_keras_set_by_tfmot():
+  warnings.warn(
+      "keras_rigl runs on tf_keras (Keras 2), because tensorflow_model_optimization "
+      "was imported first and set TF_USE_LEGACY_KERAS=1. Models built with Keras 3 "
+      "(`import keras`) will not work with it. To use Keras 3, import keras_rigl "
+      "before tensorflow_model_optimization (tfmot itself needs tf_keras); to use "
+      "tf_keras on purpose and silence this, start Python with TF_USE_LEGACY_KERAS=1.",
+      UserWarning, stacklevel=2)
 
 if USE_LEGACY_KERAS:
   import tf_keras as keras  # pylint: disable=g-import-not-at-top
@@ -152,6 +189,45 @@ def scale_loss_for_gradients(optimizer, loss):
   if hasattr(optimizer, "get_scaled_loss"):
     return optimizer.get_scaled_loss(loss)
   return loss
+
+
+def build_optimizer(optimizer, variables):
+  """Creates the optimizer's slots for `variables` now if it has none yet.
+
+  Keras 3 and tf_keras optimizers create their slots on the first step; the
+  schedulers build them before tracing their update (call inside the model's
+  strategy scope) so that the update is traced once. Returns False for
+  optimizers whose slots can only appear with the first step (tf_keras
+  legacy optimizers).
+  """
+  for opt in unwrap_optimizer(optimizer):
+    if is_legacy_optimizer(opt):
+      return False
+  if IS_KERAS3:
+    if not optimizer.built:
+      optimizer.build(variables)
+    return True
+  inner = unwrap_optimizer(optimizer)[-1]  # A LossScaleOptimizer delegates.
+  if not getattr(inner, "_built", False):
+    with tf.init_scope():
+      inner.build(variables)
+  return True
+
+
+def metric_variables(model):
+  """Variables of the model's metrics, including tf_keras's loss mean before the first step.
+
+  tf_keras lists its compiled loss metric in `model.metrics` only once the
+  first train step has built it; the variable itself exists from compile.
+  """
+  variables = [v for m in model.metrics for v in m.variables]
+  loss_mean = getattr(getattr(model, "compiled_loss", None), "_total_loss_mean", None)
+  if not IS_KERAS3 and loss_mean is not None:
+    variables += list(loss_mean.variables)
+  unique = {}
+  for v in variables:
+    unique.setdefault(id(v), v)
+  return list(unique.values())
 
 
 def steps_per_execution(model):

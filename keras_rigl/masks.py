@@ -109,15 +109,71 @@ def _positions(scores, eligible, count, max_count, few_eligible=False):
   return picked > 0
 
 
+def drop_count(n_active, drop_fraction):
+  """``floor(n_active * drop_fraction)`` computed the way the authors' code does.
+
+  The authors' TF1 and TF2 code (``generic_mask_update`` in google-research/rigl)
+  computes ``int32(float32(n_ones) * float32(drop_fraction))``; we do the same,
+  so 90 active x 0.7 gives 63 (a float64 product gives 62). Float32 rounding
+  can also land below the exact value: 100 x 0.53 gives 52 there and here
+  (exact arithmetic: 53). The result is clipped to [0, n_active].
+
+  Args:
+    n_active: int or int32 scalar tensor.
+    drop_fraction: float or scalar tensor in [0, 1].
+
+  Example:
+  >>> int(drop_count(90, 0.7))
+  63
+  """
+  n_active = tf.cast(n_active, tf.int32)
+  # float64 first, so a Python float is rounded to float32 only once.
+  fraction = tf.cast(tf.cast(
+      tf.convert_to_tensor(drop_fraction, dtype_hint=tf.float64), tf.float64), tf.float32)
+  n_drop = tf.cast(tf.cast(n_active, tf.float32) * fraction, tf.int32)
+  return tf.clip_by_value(n_drop, 0, n_active)
+
+
+def _finite_scores(scores):
+  """Scores with NaN -> lowest finite value and +-Inf -> +-largest finite value.
+
+  Non-eligible entries get -Inf in `_positions`; after this mapping every
+  eligible entry ranks above them, so the selected count is always exact.
+  """
+  big = tf.constant(tf.float32.max, tf.float32)
+  scores = tf.where(tf.math.is_nan(scores), -big, scores)
+  return tf.clip_by_value(scores, -big, big)
+
+
+def _drop_positions(drop_scores, active, count, max_count):
+  """Boolean [N]: the `count` active entries with the smallest drop score.
+
+  Tie rule (the one place it is decided): among equal drop scores the entry
+  with the HIGHER flat index is dropped, as in the authors' TF2/TF1 code,
+  which sorts all scores with ``tf.math.top_k`` (ties to the lower index) and
+  keeps the first ``n_keep``. One difference remains: the authors rank
+  inactive positions (score 0) together with the active ones, so an active
+  weight that is exactly 0 can lose its place to an inactive position of lower
+  index; here only active entries compete, so the kept set is always a subset
+  of the active one.
+  """
+  # Selection breaks ties to the lower index: run it on the reversed order.
+  picked = _positions(tf.reverse(-_finite_scores(drop_scores), [0]),
+                      tf.reverse(active, [0]), count, max_count, few_eligible=True)
+  return tf.reverse(picked, [0])
+
+
 def update_mask(mask, weights, grow_scores, drop_fraction, drop_scores=None,
                 max_update=None):
   """One RigL drop/grow step on a single mask.
 
-  Drops the ``floor(n_active * drop_fraction)`` active connections with the
-  smallest drop score (default ``|weights * mask|``) and grows exactly as many
+  Drops the ``n_drop = drop_count(n_active, drop_fraction)`` active
+  connections with the smallest drop score (default ``|weights * mask|``; ties:
+  the higher flat index goes, see `_drop_positions`) and grows exactly as many
   among all positions that were not kept (a just-dropped connection may come
-  back), choosing those with the largest grow score. The number of ones never
-  changes.
+  back), choosing those with the largest grow score (ties: the lower flat
+  index). The number of ones never changes, whatever the scores hold: NaN
+  scores rank lowest, +-Inf like the largest finite values.
 
   Args:
     mask: 0/1 tensor.
@@ -144,18 +200,14 @@ def update_mask(mask, weights, grow_scores, drop_fraction, drop_scores=None,
   shape = tf.shape(mask)
   active = tf.reshape(mask, [-1]) > 0
   weights = tf.reshape(tf.cast(weights, tf.float32), [-1])
-  grow_scores = tf.reshape(tf.cast(grow_scores, tf.float32), [-1])
+  grow_scores = _finite_scores(tf.reshape(tf.cast(grow_scores, tf.float32), [-1]))
   if drop_scores is None:
     drop_scores = tf.abs(tf.where(active, weights, tf.zeros_like(weights)))
   else:
     drop_scores = tf.reshape(tf.cast(drop_scores, tf.float32), [-1])
   n_active = tf.reduce_sum(tf.cast(active, tf.int32))
-  # dtype_hint: a Python float must not pass through float32 (0.7 -> 0.6999...).
-  drop_fraction = tf.cast(
-      tf.convert_to_tensor(drop_fraction, dtype_hint=tf.float64), tf.float64)
-  n_drop = tf.cast(tf.floor(tf.cast(n_active, tf.float64) * drop_fraction), tf.int32)
-  # Drop: the n_drop active entries with the smallest drop score.
-  dropped = _positions(-drop_scores, active, n_drop, max_update, few_eligible=True)
+  n_drop = drop_count(n_active, drop_fraction)
+  dropped = _drop_positions(drop_scores, active, n_drop, max_update)
   kept = tf.logical_and(active, tf.logical_not(dropped))
   # Grow: the n_drop best of everything not kept (dropped ones included).
   grown_positions = _positions(grow_scores, tf.logical_not(kept), n_drop, max_update)
@@ -170,6 +222,7 @@ def prune_mask(mask, weights, sparsity, max_update=None):
 
   Connections already pruned stay pruned (only active ones compete), so the
   mask only loses ones; if it already has fewer ones it is returned unchanged.
+  Same tie rule as `update_mask`'s drop (equal |W|: the higher index goes).
 
   Example:
   >>> prune_mask(tf.ones([4]), tf.constant([0.1, -3., 2., 0.5]), 0.5).numpy().tolist()
@@ -184,6 +237,6 @@ def prune_mask(mask, weights, sparsity, max_update=None):
   n_active = tf.reduce_sum(tf.cast(active, tf.int32))
   n_drop = tf.maximum(n_active - n_keep, 0)
   scores = tf.abs(tf.reshape(tf.cast(weights, tf.float32), [-1]))
-  dropped = _positions(-scores, active, n_drop, max_update, few_eligible=True)
+  dropped = _drop_positions(scores, active, n_drop, max_update)
   kept = tf.logical_and(active, tf.logical_not(dropped))
   return tf.reshape(tf.cast(kept, mask.dtype), shape)

@@ -49,8 +49,10 @@ def drop_fraction_at(step, initial, schedule, begin_step, end_step):
   begin_step`` and ``T = end_step - begin_step`` (t clipped to [0, T]).
 
   Example:
-  >>> drop_fraction_at(50, 0.3, "cosine", 0, 100)
-  0.15000000000000002
+  >>> round(drop_fraction_at(50, 0.3, "cosine", 0, 100), 6)
+  0.15
+  >>> drop_fraction_at(7, 0.4, lambda step: step / 100, 0, 100)
+  0.07
   """
   kind, exponent = parse_drop_fraction_schedule(schedule)
   if callable(kind):

@@ -1,9 +1,10 @@
 """Tests for keras_rigl.masks: random_mask, update_mask (drop/grow), prune_mask.
 
-Tie rule (masks._positions, built on tf.math.top_k): among equal scores the
-entry with the LOWER flat index is chosen first, for the drop (equal
-magnitudes: the lower index is dropped) and for the grow (equal gradients: the
-lower index is grown).
+Tie rule (masks._drop_positions / masks._positions): among equal drop scores
+the entry with the HIGHER flat index is dropped (as the authors' code, which
+keeps the first n_keep of a top_k over |W|); among equal grow scores the
+LOWER flat index is grown.
+n_drop (masks.drop_count) is the authors' int32(float32(n) * float32(f)).
 """
 
 import math
@@ -13,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from keras_rigl import update_mask as public_update_mask
-from keras_rigl.masks import name_seed, prune_mask, random_mask, update_mask
+from keras_rigl.masks import drop_count, name_seed, prune_mask, random_mask, update_mask
 
 
 def _np(x):
@@ -22,6 +23,11 @@ def _np(x):
 
 def _f(values):
   return tf.constant(values, tf.float32)
+
+
+def authors_n_drop(n_active, fraction):
+  """The authors' rule, in numpy: int32(float32(n_ones) * float32(fraction))."""
+  return int(np.float32(n_active) * np.float32(fraction))
 
 
 # ----------------------------------------------------------------- random_mask
@@ -105,31 +111,53 @@ def test_update_mask_hand_checked():
   assert _np(grown).tolist() == [False] * 7 + [True]
 
 
-def test_update_mask_ties_go_to_the_lower_flat_index():
-  # All four active weights have |w| = 1: drop 2 -> indices 0 and 1 (lower
-  # first). Grow scores tie (1.0) on 2..7 outside the kept set {2, 3}: of the
-  # candidates {0, 1, 4, 5, 6, 7} the tied best are 4..7 (0 and 1 score 0):
-  # grow 4 and 5 (lower first).
+def test_update_mask_drop_ties_go_to_the_higher_flat_index():
+  # All four active weights have |w| = 1: drop 2 -> indices 3 and 2 (higher
+  # first, as the authors' top_k-and-keep-first). Grow scores tie (1.0) on
+  # the candidates {2, 3, 4, 5, 6, 7} (0 and 1 are kept): grow 2 and 3 back
+  # (lower first), so nothing changes.
   mask = _f([1, 1, 1, 1, 0, 0, 0, 0])
   w = _f([1, -1, 1, -1, 0, 0, 0, 0])
   g = _f([0, 0, 1, 1, 1, 1, 1, 1])
   new, grown = update_mask(mask, w, g, 0.5)
-  assert _np(new).tolist() == [0, 0, 1, 1, 1, 1, 0, 0]
-  assert _np(grown).tolist() == [False] * 4 + [True, True, False, False]
-  # Everything tied (also the grow scores): the dropped 0 and 1 are the lowest
-  # candidates, so they are grown back and the mask does not change.
-  new, grown = update_mask(mask, w, tf.ones([8]), 0.5)
-  assert _np(new).tolist() == _np(mask).tolist()
+  assert _np(new).tolist() == [1, 1, 1, 1, 0, 0, 0, 0]
   assert not _np(grown).any()
+  # Grow scores favour 4..7 (tied): grow 4 and 5 (lower first).
+  g = _f([0, 0, 0, 0, 1, 1, 1, 1])
+  new, grown = update_mask(mask, w, g, 0.5)
+  assert _np(new).tolist() == [1, 1, 0, 0, 1, 1, 0, 0]
+  assert _np(grown).tolist() == [False] * 4 + [True, True, False, False]
 
 
 def test_update_mask_ties_on_a_2d_mask_use_row_major_flat_index():
   mask = _f([[1, 1], [0, 0]])
   w = _f([[2, 2], [0, 0]])
   g = _f([[0, 0], [3, 3]])
-  new, grown = update_mask(mask, w, g, 0.5)  # drop (0,0), grow (1,0).
-  assert _np(new).tolist() == [[0, 1], [1, 0]]
+  new, grown = update_mask(mask, w, g, 0.5)  # drop (0,1), grow (1,0).
+  assert _np(new).tolist() == [[1, 0], [1, 0]]
   assert _np(grown).tolist() == [[False, False], [True, False]]
+
+
+@pytest.mark.parametrize("max_update", [None, 40])
+def test_drop_ties_match_the_authors_sort_and_keep_first(max_update):
+  # The authors: top_k(|W * M|, k=N) (ties to the lower index), keep the first
+  # n_keep. With every active |w| > 0 that is exactly our kept set.
+  for seed in range(10):
+    r = np.random.default_rng(seed)
+    mask = _np(random_mask((60,), 0.5, seed=(seed, 2)))
+    w = (r.integers(1, 4, size=60) * mask).astype("float32")  # Many ties.
+    n_drop = authors_n_drop(int(mask.sum()), 0.4)
+    order = _np(tf.math.top_k(tf.constant(w), k=60).indices)
+    authors_kept = np.zeros(60, bool)
+    authors_kept[order[:int(mask.sum()) - n_drop]] = True
+    new, grown = update_mask(mask, w, np.zeros(60, "float32") - 1, 0.4,
+                             max_update=max_update)
+    # Grow scores below anything: the grown ones are the lowest-index candidates;
+    # compare only what was kept (active before and after, not grown back).
+    kept = (_np(new) > 0) & (mask > 0) & ~_np(grown)
+    regrown = kept & ~authors_kept
+    assert not (authors_kept & ~kept).any(), seed
+    assert regrown.sum() <= n_drop
 
 
 def test_drop_fraction_zero_leaves_the_mask_unchanged():
@@ -199,7 +227,7 @@ def test_count_of_ones_is_constant_and_grown_is_new_minus_old(max_update):
     np.testing.assert_array_equal(grown, (new > 0) & ~(mask > 0))
     # Exactly n_drop moved at most; kept ones are a superset of what we expect.
     n_active = int(mask.sum())
-    n_drop = math.floor(n_active * drop_fraction)
+    n_drop = authors_n_drop(n_active, drop_fraction)
     assert grown.sum() <= n_drop
     lost = (mask > 0) & ~(new > 0)
     assert lost.sum() == grown.sum()
@@ -215,8 +243,9 @@ def test_update_mask_matches_a_numpy_reference():
   def reference(mask, w, g, fraction):
     flat_m, flat_w, flat_g = mask.ravel() > 0, w.ravel(), g.ravel()
     active = np.flatnonzero(flat_m)
-    n_drop = math.floor(len(active) * fraction)
-    order = active[np.argsort(np.abs(flat_w[active]), kind="stable")]
+    n_drop = authors_n_drop(len(active), fraction)
+    # Smallest |w| first; among equal |w| the higher index first.
+    order = active[np.lexsort((-active, np.abs(flat_w[active])))]
     kept = flat_m.copy()
     kept[order[:n_drop]] = False
     candidates = np.flatnonzero(~kept)
@@ -244,19 +273,62 @@ def test_just_dropped_connection_can_come_back():
   assert not _np(grown).any()  # Not "grown": it was active before.
 
 
-def test_n_drop_is_floor_of_python_float_product():
-  # floor(10 * 0.7) = 7 in Python; 0.7 must not be rounded through float32
-  # (0.69999999 * 10 -> 6). Weights 1..10 active, grads favour 10..19.
-  mask = tf.concat([tf.ones([10]), tf.zeros([10])], 0)
-  w = tf.range(1.0, 21.0)
-  g = tf.concat([tf.zeros([10]), tf.ones([10])], 0)
-  for fraction in (0.7, 0.3, 0.9, 0.29):
+def test_n_drop_follows_the_authors_float32_product():
+  # 90 active x 0.7: the authors' float32 product gives 63 (float64 floor: 62).
+  mask = tf.concat([tf.ones([90]), tf.zeros([90])], 0)
+  w = tf.range(1.0, 181.0)
+  g = tf.concat([tf.zeros([90]), tf.ones([90])], 0)
+  for fraction, expected in ((0.7, 63), (0.3, 27), (0.9, 81), (0.29, 26), (1.0, 90)):
     new, grown = update_mask(mask, w, g, fraction)
-    assert int(_np(grown).sum()) == math.floor(10 * fraction), fraction
-    assert _np(new).sum() == 10
+    assert int(_np(grown).sum()) == expected, fraction
+    assert _np(new).sum() == 90
   # Also as a float64 tensor and inside tf.function.
   fn = tf.function(lambda f: update_mask(mask, w, g, f)[1])
-  assert int(_np(fn(tf.constant(0.7, tf.float64))).sum()) == 7
+  assert int(_np(fn(tf.constant(0.7, tf.float64))).sum()) == 63
+  assert int(_np(fn(tf.constant(0.7, tf.float32))).sum()) == 63
+
+
+def test_drop_count_matches_the_authors_formula_on_many_pairs():
+  r = np.random.default_rng(0)
+  n = np.concatenate([np.arange(0, 400), r.integers(0, 3_000_000, size=600)])
+  decimal = [k / d for d in (10, 20, 100, 1000) for k in range(d + 1)]
+  fractions = decimal + list(r.random(200))
+  fn = tf.function(drop_count)
+  for f in fractions:
+    expected = (n.astype(np.float32) * np.float32(f)).astype(np.int64)
+    got = _np(drop_count(tf.constant(n, tf.int32), f))  # Elementwise over n.
+    np.testing.assert_array_equal(got, np.minimum(expected, n), err_msg=str(f))
+  # Exact rational arithmetic agrees wherever the float32 product does not
+  # round across an integer; these are the documented cases where it does.
+  assert int(drop_count(90, 0.7)) == 63 == 90 * 7 // 10
+  assert int(drop_count(100, 0.53)) == 52  # Exact: 53 (authors' code: 52).
+  assert int(fn(tf.constant(10), tf.constant(0.3, tf.float64))) == 3
+  # Never more than n_active (float32(2**25 + 1) rounds to 2**25), never negative.
+  assert int(drop_count(2 ** 25 + 1, 1.0)) == 2 ** 25
+  assert int(drop_count(7, 0.0)) == 0
+
+
+@pytest.mark.parametrize("max_update", [None, 400])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_scores_never_change_the_count(bad, max_update):
+  # The issue's example: half the grow scores NaN took 305 ones to 301.
+  rng = np.random.RandomState(0)
+  n = 3200
+  mask = (rng.rand(n) < .1).astype("float32")
+  w = rng.randn(n).astype("float32") * mask
+  g = rng.randn(n).astype("float32")
+  g[rng.rand(n) < .5] = bad
+  with np.errstate(invalid="ignore"):  # inf * 0 in the test's own set-up.
+    poisoned = np.where(rng.rand(n) < .2, np.float32(bad), w) * mask
+  for scores_w in (w, poisoned):
+    new, grown = update_mask(mask, scores_w, g, 0.3, max_update=max_update)
+    assert _np(new).sum() == mask.sum()
+    assert _np(grown).sum() == ((_np(new) > 0) & (mask == 0)).sum()
+  # All grow scores non-finite: still exact.
+  new, _ = update_mask(mask, w, np.full(n, bad, "float32"), 0.5, max_update=max_update)
+  assert _np(new).sum() == mask.sum()
+  pruned = prune_mask(mask, np.where(rng.rand(n) < .5, np.float32(bad), w), 0.95)
+  assert _np(pruned).sum() == n - math.floor(0.95 * n)
 
 
 def test_custom_drop_scores():

@@ -331,3 +331,14 @@ def test_pruning_bad_arguments():
     kr.MagnitudePruningScheduler(0.0, 1.0)
   with pytest.raises(ValueError, match="schedule"):
     kr.MagnitudePruningScheduler(schedule=3)
+
+
+# --- docstring examples ----------------------------------------------------------
+
+@pytest.mark.parametrize("module_name", ["schedulers", "schedules", "masks"])
+def test_docstring_examples_run(module_name):
+  import doctest  # pylint: disable=g-import-not-at-top
+  import importlib  # pylint: disable=g-import-not-at-top
+  module = importlib.import_module(f"keras_rigl.{module_name}")
+  result = doctest.testmod(module, verbose=False)
+  assert result.attempted > 0 and result.failed == 0
