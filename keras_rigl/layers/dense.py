@@ -1,0 +1,183 @@
+"""SparseDense and SparsePointwiseConv2D: ``x @ W`` with W stored as values + positions."""
+
+import tensorflow as tf
+
+from keras_rigl._keras import keras
+from keras_rigl.layers.base import CompressedLayer, _record, serialize
+
+
+def _matmul(x, values, indices, n_in, n_out):
+  """``x @ W`` for x [B, n_in] and W given by flat positions ``i * n_out + j``.
+
+  The one call site of the sparse kernel: forward and backward never build a
+  tensor of W's dense size (SparseTensorDenseMatMul and its gradient are
+  O(nnz * B)). Positions may be in any order.
+  """
+  indices = tf.cast(indices, tf.int64)
+  rows, cols = indices // n_out, indices % n_out
+  # W^T as a SparseTensor: y^T = W^T x^T, so the batch stays the dense operand.
+  w_t = tf.SparseTensor(tf.stack([cols, rows], axis=1), values, [n_out, n_in])
+  return tf.transpose(tf.sparse.sparse_dense_matmul(w_t, x, adjoint_b=True))
+
+
+class _SparseMatmulLayer(CompressedLayer):
+  """Shared by SparseDense and SparsePointwiseConv2D (both are x @ W + b)."""
+
+  def __init__(self, units, sparsity=0.9, activation=None, use_bias=True,
+               kernel_initializer="glorot_uniform", bias_initializer="zeros",
+               kernel_regularizer=None, bias_regularizer=None, seed=0,
+               block_size=None, **kwargs):
+    super().__init__(sparsity=sparsity, seed=seed, block_size=block_size, **kwargs)
+    if isinstance(units, bool) or not isinstance(units, int) or units < 1:
+      raise ValueError(f"{type(self).__name__} needs a positive integer number of "
+                       f"output units, got {units!r}.")
+    self.units = int(units)
+    self.activation = keras.activations.get(activation)
+    self.use_bias = bool(use_bias)
+    self.kernel_initializer = keras.initializers.get(kernel_initializer)
+    self.bias_initializer = keras.initializers.get(bias_initializer)
+    self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+    self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+    self.bias = None
+
+  def _kernel_shape(self, n_in):
+    return (n_in, self.units)
+
+  def build(self, input_shape):
+    input_shape = tuple(input_shape)
+    n_in = input_shape[-1]
+    if n_in is None:
+      raise ValueError(f"{type(self).__name__} {self.name!r} needs a known last input "
+                       f"dimension, got input shape {input_shape}.")
+    n_in = int(n_in)
+    self._add_compressed(self._kernel_shape(n_in), n_in, self.units,
+                         self.kernel_initializer, self.kernel_regularizer)
+    if self.use_bias:
+      self.bias = self.add_weight(name="bias", shape=(self.units,),
+                                  initializer=self.bias_initializer,
+                                  regularizer=self.bias_regularizer, trainable=True)
+    self.built = True
+
+  def call(self, inputs):
+    x = tf.cast(inputs, self.compute_dtype)
+    n_in = self._compressed.n_rows
+    flat = tf.reshape(x, [-1, n_in])
+    y = _matmul(flat, self._values(), self._indices(), n_in, self.units)
+    _record(self, flat, y)
+    if self.use_bias:
+      y = y + tf.cast(self.bias, y.dtype)
+    if self.activation is not None:
+      y = self.activation(y)
+    return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [self.units]], 0))
+
+  def compute_output_shape(self, input_shape):
+    return tuple(input_shape)[:-1] + (self.units,)
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({
+        "activation": serialize(self.activation, "activations"),
+        "use_bias": self.use_bias,
+        "kernel_initializer": serialize(self.kernel_initializer, "initializers"),
+        "bias_initializer": serialize(self.bias_initializer, "initializers"),
+        "kernel_regularizer": serialize(self.kernel_regularizer, "regularizers"),
+        "bias_regularizer": serialize(self.bias_regularizer, "regularizers"),
+    })
+    return config
+
+
+@keras.utils.register_keras_serializable(package="keras_rigl")
+class SparseDense(_SparseMatmulLayer):
+  """A Dense layer whose kernel stores only its active entries.
+
+  The kernel ``[n_in, units]`` exists only as ``kernel_values`` (trainable,
+  ``[nnz]``) and ``kernel_indices`` (non-trainable int32 flat positions ``i *
+  units + j``; int64 past 2**31 entries), with ``nnz = N - floor(sparsity *
+  N)``, the count the masked storage keeps. Nothing of the dense size is ever
+  allocated: positions are drawn in O(nnz) memory (stateless, keyed by `seed`
+  and the layer name), values from `kernel_initializer` with the dense
+  kernel's fans, and the forward/backward pass is a sparse matmul. Optimizer
+  slots are O(nnz) because the variable is. `RigLScheduler` and
+  `SETScheduler` move its connections like those of a `SparseWrapper`.
+
+  Args:
+    units: output size.
+    sparsity: fraction of the dense kernel's entries that are zero, [0, 1).
+    activation, use_bias, kernel_initializer, bias_initializer,
+      kernel_regularizer (applied to the values), bias_regularizer: as
+      `keras.layers.Dense`.
+    seed: seed of the initial positions.
+    block_size: bound on the dense-gradient scores one RigL growth block
+      holds (elements); default 2**22.
+
+  Example:
+  >>> import keras_rigl as kr
+  >>> import tensorflow as tf
+  >>> layer = kr.layers.SparseDense(64, sparsity=0.9)
+  >>> y = layer(tf.ones((2, 100)))
+  >>> tuple(y.shape), tuple(layer.kernel_values.shape), round(layer.sparsity, 3)
+  ((2, 64), (640,), 0.9)
+  """
+
+  compressed_kind = "dense"
+
+  def get_config(self):
+    config = super().get_config()
+    config["units"] = self.units
+    return config
+
+
+@keras.utils.register_keras_serializable(package="keras_rigl")
+class SparsePointwiseConv2D(_SparseMatmulLayer):
+  """A 1x1 Conv2D (stride 1, channels_last) with a compressed kernel.
+
+  Where MobileNets keep most of their weights. Storage, initialisation and
+  updates as `SparseDense`; the kernel reads as shape ``(1, 1, c_in,
+  filters)`` in reports and when stripped to a plain Conv2D.
+
+  Args:
+    filters: output channels.
+    sparsity, activation, use_bias, kernel_initializer, bias_initializer,
+      kernel_regularizer, bias_regularizer, seed, block_size: as `SparseDense`.
+
+  Example:
+  >>> import keras_rigl as kr
+  >>> import tensorflow as tf
+  >>> conv = kr.layers.SparsePointwiseConv2D(32, sparsity=0.75)
+  >>> tuple(conv(tf.ones((1, 8, 8, 16))).shape)
+  (1, 8, 8, 32)
+  """
+
+  compressed_kind = "conv"
+
+  def __init__(self, filters, sparsity=0.9, **kwargs):
+    allowed = {"kernel_size": 1, "strides": 1, "dilation_rate": 1,
+               "data_format": "channels_last", "groups": 1}
+    for name, fine in allowed.items():
+      value = kwargs.pop(name, fine)
+      if isinstance(value, (list, tuple)) and len(set(value)) == 1:
+        value = value[0]
+      if value is not None and value != fine:
+        raise ValueError(
+            f"SparsePointwiseConv2D supports {name}={fine!r} only, got {value!r}. "
+            "Keep other convolutions masked (keras_rigl.SparseWrapper).")
+    kwargs.pop("padding", None)  # Irrelevant for a 1x1 kernel with stride 1.
+    super().__init__(filters, sparsity=sparsity, **kwargs)
+
+  @property
+  def filters(self):
+    return self.units
+
+  def _kernel_shape(self, n_in):
+    return (1, 1, n_in, self.units)
+
+  def build(self, input_shape):
+    if len(tuple(input_shape)) != 4:
+      raise ValueError(f"SparsePointwiseConv2D expects 4-D inputs (batch, height, width, "
+                       f"channels), got shape {tuple(input_shape)}.")
+    super().build(input_shape)
+
+  def get_config(self):
+    config = super().get_config()
+    config["filters"] = self.units
+    return config
