@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from keras_rigl import _keras
 from keras_rigl._keras import keras
+from keras_rigl.layers.scheduling import CompressedUpdater
 from keras_rigl.masks import name_seed, prune_mask, update_mask
 from keras_rigl.schedules import (drop_fraction_at, is_update_step,
                                   parse_drop_fraction_schedule,
@@ -80,7 +81,9 @@ class _MaskScheduler(keras.callbacks.Callback):
 
   def _find_targets(self):
     wrappers = [l for l in walk_layers(self.model) if isinstance(l, SparseWrapper)]
-    if not wrappers:
+    # Compressed storage hook: keras_rigl.layers (SparseDense...) targets.
+    self._compressed = CompressedUpdater(self.model, self.seed, type(self).__name__)
+    if not wrappers and not self._compressed:
       raise ValueError(
           f"{type(self).__name__}: the model has no SparseWrapper layers. Wrap "
           "layers with keras_rigl.SparseWrapper or call keras_rigl.sparsify(model, ...) "
@@ -134,6 +137,7 @@ class _MaskScheduler(keras.callbacks.Callback):
       if static:
         ones = int(np.sum(np.asarray(_keras.variable_tensor(target.mask))))
         target.max_update = int(math.floor(ones * self._max_fraction()))
+    self._compressed.build(optimizer)  # Compressed storage hook.
     self._metric_variables = [v for m in self.model.metrics for v in m.variables]
     self._update_fn = tf.function(self._update_step, reduce_retracing=True)
 
@@ -163,7 +167,14 @@ class _MaskScheduler(keras.callbacks.Callback):
         slot.assign(tf.where(changed, tf.zeros_like(value), value))
       changed_total += tf.reduce_sum(tf.cast(changed, tf.float64))
       size_total += target.size
+    if self._compressed:  # Compressed storage hook (keras_rigl.layers).
+      changed_total += self._compressed_update(step, argument)
+      size_total += self._compressed.size
     return changed_total / size_total
+
+  def _compressed_update(self, step, argument):
+    """Updates compressed layers; returns the changed mask entries (float64)."""
+    return tf.constant(0.0, tf.float64)
 
   def _update_argument(self, step):
     return tf.constant(0.0, tf.float64)
@@ -262,6 +273,13 @@ class _DropGrowScheduler(_MaskScheduler):
                         score, drop_fraction, max_update=t.max_update)
             for t, score in zip(self._targets, scores)]
 
+  def _compressed_update(self, step, argument):
+    # RigL's _grow_scores (same trace, called just before) leaves the
+    # compressed layers' inputs and output gradients in _compressed_data.
+    grow = "set" if isinstance(self, SETScheduler) else "rigl"
+    return self._compressed.apply(step, argument[0], grow,
+                                  getattr(self, "_compressed_data", None), self.grow_init)
+
   def _grown_values(self, target, step, new_mask, grown):
     weight = _keras.variable_tensor(target.weight)
     if self.grow_init == "zeros":
@@ -359,18 +377,20 @@ class RigLScheduler(_DropGrowScheduler):
     position = {(id(t.wrapper), t.index): i for i, t in enumerate(targets)}
     optimizer = model.optimizer
     metric_variables = self._metric_variables
+    compressed = self._compressed
 
     def replica_gradients(batch):
       x, y, sample_weight = _keras.unpack_batch(batch)
       # The extra forward pass must not show up in the epoch's loss/metrics.
       saved = [tf.identity(_keras.variable_tensor(v)) for v in metric_variables]
       with tf.GradientTape() as tape:
-        with capture_effective_weights() as records:
+        with capture_effective_weights() as records, compressed.capture() as c_records:
           y_pred = model(x, training=True)
         loss = _compute_loss(model, x, y, y_pred, sample_weight)
         loss = _keras.scale_loss_for_gradients(optimizer, loss)
       tensors = [tensor for _, _, tensor in records]
-      grads = tape.gradient(loss, tensors)
+      grads = tape.gradient(loss, tensors + compressed.outputs(c_records))
+      grads, c_grads = grads[:len(tensors)], grads[len(tensors):]
       with tf.control_dependencies([loss]):
         for variable, value in zip(metric_variables, saved):
           variable.assign(value)
@@ -381,13 +401,18 @@ class RigLScheduler(_DropGrowScheduler):
         slot = position.get((id(wrapper), index))
         if slot is not None:  # A shared layer adds up all its uses.
           totals[slot] += tf.cast(tf.convert_to_tensor(grad), tf.float32)
-      return totals
+      return totals, compressed.replica_data(c_records, c_grads)
 
     totals = [tf.zeros(t.weight.shape, tf.float32) for t in targets]
+    gathered = []
     for _ in range(self.grad_accumulation_steps):
-      per_replica = strategy.run(replica_gradients, args=(next(iterator),))
+      per_replica, c_per_replica = strategy.run(replica_gradients, args=(next(iterator),))
       for i, grad in enumerate(per_replica):
         totals[i] += strategy.reduce(tf.distribute.ReduceOp.SUM, grad, axis=None)
+      gathered.append(compressed.gather(strategy, c_per_replica))
+    # Compressed layers: rows of all batches and replicas (a^T d sums them).
+    self._compressed_data = [tuple(tf.concat(parts, 0) for parts in zip(*per_target))
+                             for per_target in zip(*gathered)]
     return [tf.abs(g) for g in totals]
 
 
