@@ -188,6 +188,8 @@ def _walk(model, prefix="", calls=1):
 
 
 def _kind(layer):
+  if getattr(layer, "compressed_kind", None):  # keras_rigl.layers (compressed)
+    return layer.compressed_kind
   if isinstance(layer, _TRANSPOSE):
     return "conv_transpose"
   if isinstance(layer, _SEPARABLE):
@@ -205,6 +207,9 @@ def _kind(layer):
 
 def _kernels(layer, kind):
   """[(key, variable)] of the kernels of a known layer type."""
+  if hasattr(layer, "compressed_weights"):
+    # Compressed layers: CompressedWeight has the dense .shape and .density.
+    return [(w.key, w) for w in layer.compressed_weights]
   if kind == "separable":
     attrs = ("depthwise_kernel", "pointwise_kernel")
   elif kind == "depthwise":
@@ -273,6 +278,8 @@ class _Densities:
       if candidate in self.overrides:
         self.used.add(candidate)
         return 1.0 - self.overrides[candidate], False
+    if hasattr(variable, "nnz") and hasattr(variable, "density"):
+      return variable.density, True  # A compressed weight (keras_rigl.layers).
     mask = _find_mask(variable, masks)
     if mask is not None:
       return _fraction_nonzero(mask), True

@@ -182,6 +182,17 @@ class CompressedLayer(keras.layers.Layer):
   def _indices(self):
     return self._compressed.positions()
 
+  def dense_layer(self):
+    """An unbuilt plain Keras layer computing the same function (for strip)."""
+    raise NotImplementedError
+
+  def dense_weights(self):
+    """Weights for `dense_layer()` (numpy; the kernel is dense: small layers only)."""
+    weights = [self._compressed.dense()]
+    if getattr(self, "bias", None) is not None:
+      weights.append(np.asarray(self.bias))
+    return weights
+
   def get_config(self):
     config = super().get_config()
     config.update({"sparsity": self.target_sparsity, "seed": self.seed,

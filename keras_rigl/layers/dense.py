@@ -121,6 +121,13 @@ class SparseDense(_SparseMatmulLayer):
 
   compressed_kind = "dense"
 
+  def dense_layer(self):
+    return keras.layers.Dense(
+        self.units, activation=self.activation, use_bias=self.use_bias,
+        kernel_initializer=self.kernel_initializer, bias_initializer=self.bias_initializer,
+        kernel_regularizer=self.kernel_regularizer, bias_regularizer=self.bias_regularizer,
+        name=self.name, dtype=self.dtype_policy)
+
   def get_config(self):
     config = super().get_config()
     config["units"] = self.units
@@ -163,6 +170,13 @@ class SparsePointwiseConv2D(_SparseMatmulLayer):
             "Keep other convolutions masked (keras_rigl.SparseWrapper).")
     kwargs.pop("padding", None)  # Irrelevant for a 1x1 kernel with stride 1.
     super().__init__(filters, sparsity=sparsity, **kwargs)
+
+  def dense_layer(self):
+    return keras.layers.Conv2D(
+        self.units, 1, activation=self.activation, use_bias=self.use_bias,
+        kernel_initializer=self.kernel_initializer, bias_initializer=self.bias_initializer,
+        kernel_regularizer=self.kernel_regularizer, bias_regularizer=self.bias_regularizer,
+        name=self.name, dtype=self.dtype_policy)
 
   @property
   def filters(self):

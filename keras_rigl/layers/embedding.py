@@ -85,6 +85,12 @@ class SparseEmbedding(CompressedLayer):
     _record(self, flat, out)
     return tf.reshape(out, tf.concat([tf.shape(ids), [self.output_dim]], 0))
 
+  def dense_layer(self):
+    return keras.layers.Embedding(
+        self.input_dim, self.output_dim, embeddings_initializer=self.embeddings_initializer,
+        embeddings_regularizer=self.embeddings_regularizer, mask_zero=self.mask_zero,
+        name=self.name, dtype=self.dtype_policy)
+
   def compute_mask(self, inputs, mask=None):
     if not self.mask_zero:
       return None
