@@ -95,6 +95,7 @@ def rigl_grow(a, d, n_rows, n_cols, kept_sorted, k, block_elements=None):
   size = n_rows * n_cols
   block_size = rows * n_cols
   d = tf.cast(d, tf.float32)
+  a = tf.convert_to_tensor(a)
   ids = a.dtype.is_integer
   if ids:
     a = tf.cast(tf.reshape(a, [-1]), tf.int64)
