@@ -152,7 +152,7 @@ class SparseDense(_SparseMatmulLayer):
       `keras.layers.Dense`.
     seed: seed of the initial positions.
     block_size: bound on the dense-gradient scores one RigL growth block
-      holds (elements); default 2**22.
+      holds (elements); default 2**21.
 
   Example:
   >>> import keras_rigl as kr

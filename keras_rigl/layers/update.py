@@ -22,9 +22,9 @@ import tensorflow as tf
 from keras_rigl import masks as _masks
 from keras_rigl.layers.positions import is_member, sample_positions
 
-# Default bound on the elements of one block of dense-gradient scores (16 MiB
+# Default bound on the elements of one block of dense-gradient scores (8 MiB
 # of float32). Peak extra memory of a growth step is a small multiple of it.
-DEFAULT_BLOCK_ELEMENTS = 1 << 22
+DEFAULT_BLOCK_ELEMENTS = 1 << 21
 
 # masks.py decides how many connections move and how drop ties break. When
 # it exposes `drop_count` (the authors' float32 rule) it also drops the HIGHER
@@ -83,8 +83,9 @@ def rigl_grow(a, d, n_rows, n_cols, kept_sorted, k, block_elements=None):
     n_rows, n_cols: the dense kernel's shape (Python ints).
     kept_sorted: ascending int positions that may not be grown.
     k: how many to grow (int32 scalar); at most N - len(kept_sorted).
-    block_elements: bound on the scores of one block (rows * n_cols); the
-      default keeps a block at 16 MiB.
+    block_elements: bound on the scores of one block (rows * n_cols, at
+      least one row); default 2**21 (8 MiB). Peak extra memory is a few
+      blocks plus O(k + len(kept_sorted)).
 
   Returns:
     int64 [k] positions; ties go to the lower position, as in masks.py.
@@ -92,7 +93,6 @@ def rigl_grow(a, d, n_rows, n_cols, kept_sorted, k, block_elements=None):
   block_elements = int(block_elements or DEFAULT_BLOCK_ELEMENTS)
   rows = max(1, min(n_rows, block_elements // n_cols))
   n_blocks = -(-n_rows // rows)
-  size = n_rows * n_cols
   block_size = rows * n_cols
   d = tf.cast(d, tf.float32)
   a = tf.convert_to_tensor(a)
@@ -104,8 +104,7 @@ def rigl_grow(a, d, n_rows, n_cols, kept_sorted, k, block_elements=None):
   kept_sorted = tf.cast(kept_sorted, tf.int64)
   k = tf.cast(k, tf.int32)
   lowest = tf.constant(-float("inf"), tf.float32)
-  block_k = tf.minimum(k, block_size)
-  local = tf.range(block_size, dtype=tf.int64)
+  big = tf.constant(tf.float32.max, tf.float32)
 
   def body(b, best_scores, best_positions):
     first = tf.cast(b, tf.int64) * rows
@@ -113,25 +112,34 @@ def rigl_grow(a, d, n_rows, n_cols, kept_sorted, k, block_elements=None):
       a_block = tf.one_hot(a - first, rows, dtype=tf.float32)  # [M, rows]
     else:
       a_block = tf.slice(a, [0, b * rows], [-1, rows])
-    scores = finite_scores(tf.abs(tf.reshape(tf.matmul(a_block, d, transpose_a=True), [-1])))
+    scores = tf.abs(tf.matmul(a_block, d, transpose_a=True))  # [rows, n_cols]
+    # As finite_scores: NaN lowest, Inf largest finite; padding rows -inf.
+    real_row = tf.range(rows, dtype=tf.int64)[:, None] + first < n_rows
+    scores = tf.where(tf.math.is_nan(scores), -big, tf.minimum(scores, big))
+    scores = tf.reshape(tf.where(real_row, scores, lowest), [-1])
     base = first * n_cols
-    scores = tf.where(base + local < size, scores, lowest)  # padding rows
     lo = tf.searchsorted(kept_sorted, tf.reshape(base, [1]), out_type=tf.int64)[0]
     hi = tf.searchsorted(kept_sorted, tf.reshape(base + block_size, [1]), out_type=tf.int64)[0]
     kept_here = kept_sorted[lo:hi] - base
     scores = tf.tensor_scatter_nd_update(
         scores, kept_here[:, None], tf.fill(tf.shape(kept_here), lowest))
-    # Sorted, ties to the lower index; earlier blocks hold lower positions, so
-    # the merged top-k keeps "ties to the lower position" across blocks.
-    top = tf.math.top_k(scores, k=block_k, sorted=True)
-    merged = tf.math.top_k(tf.concat([best_scores, top.values], 0), k=k, sorted=True)
-    positions = tf.concat([best_positions, base + tf.cast(top.indices, tf.int64)], 0)
-    return b + 1, merged.values, tf.gather(positions, merged.indices)
+    # Once k candidates are held, a block entry must beat the k-th best
+    # strictly: on a tie the held one has the lower position and wins.
+    full = tf.shape(best_scores)[0] >= k
+    threshold = tf.where(full, tf.reduce_min(tf.concat([best_scores, [big]], 0)), lowest)
+    where = tf.where(scores > threshold)[:, 0]
+    # Held entries first, then block entries in position order: top_k's
+    # "ties to the lower index" is "ties to the lower position".
+    merged_scores = tf.concat([best_scores, tf.gather(scores, where)], 0)
+    positions = tf.concat([best_positions, base + where], 0)
+    top = tf.math.top_k(merged_scores, k=tf.minimum(k, tf.shape(merged_scores)[0]), sorted=True)
+    return b + 1, top.values, tf.gather(positions, top.indices)
 
-  start = (tf.constant(0), tf.fill([k], lowest), tf.fill([k], tf.constant(-1, tf.int64)))
+  start = (tf.constant(0), tf.zeros([0], tf.float32), tf.zeros([0], tf.int64))
   _, _, best = tf.while_loop(
       lambda b, *_: b < n_blocks, body, start,
-      shape_invariants=(tf.TensorShape([]), tf.TensorShape([None]), tf.TensorShape([None])))
+      shape_invariants=(tf.TensorShape([]), tf.TensorShape([None]), tf.TensorShape([None])),
+      parallel_iterations=1)
   return best
 
 
