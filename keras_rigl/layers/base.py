@@ -31,6 +31,14 @@ def capture_layer_io():
   an embedding) and `outputs` the pre-activation ``[M, n_cols]`` tensor; the
   gradient of the loss w.r.t. `outputs` gives ``dL/dW = inputs^T grad``
   without a dense tensor. Thread-local, so each replica records its own.
+
+  Example:
+  >>> from keras_rigl.layers import SparseDense
+  >>> layer = SparseDense(4, sparsity=0.5)
+  >>> with capture_layer_io() as records:
+  ...   _ = layer(tf.ones([2, 3]))
+  >>> [tuple(t.shape) for t in records[0][1:]]
+  [(2, 3), (2, 4)]
   """
   previous = getattr(_capture, "records", None)
   records = []
@@ -56,6 +64,14 @@ class CompressedWeight:
     shape: the dense kernel's shape as the equivalent Keras layer has it
       (e.g. (1, 1, c_in, c_out) for a pointwise convolution).
     n_rows, n_cols: the 2-D view the positions index (``i * n_cols + j``).
+
+  Example:
+  >>> from keras_rigl.layers import SparseDense
+  >>> layer = SparseDense(4, sparsity=0.75)
+  >>> layer.build((None, 8))
+  >>> weight = layer.compressed_weights[0]
+  >>> weight.shape, weight.nnz, weight.dense().shape
+  ((8, 4), 8, (8, 4))
   """
 
   def __init__(self, layer, key, values, indices, shape, n_rows, n_cols):
@@ -127,7 +143,17 @@ def _variance_scaling_for(initializer, n_rows, n_cols, nnz):
 
 
 class CompressedLayer(keras.layers.Layer):
-  """Base of the compressed layers: one compressed kernel, optional bias."""
+  """Base of the compressed layers: one compressed kernel, optional bias.
+
+  Subclasses call `_add_compressed` in `build` and compute with `_values()`
+  and `_indices()`; schedulers, `sparsify`, `strip`, `sparsity_report` and
+  `count_flops` then handle them (see `SparseDense`).
+
+  Example:
+  >>> from keras_rigl.layers import SparseDense
+  >>> isinstance(SparseDense(3), CompressedLayer)
+  True
+  """
 
   compressed_kind = None  # "dense", "conv" or "embedding" (for count_flops).
   kernel_key = "kernel"

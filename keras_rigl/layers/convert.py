@@ -20,7 +20,12 @@ def _is_pointwise_conv(layer):
 
 
 def compressible(layer):
-  """True if `layer` has a compressed counterpart (Dense, 1x1 Conv2D, Embedding)."""
+  """True if `layer` has a compressed counterpart (Dense, 1x1 Conv2D, Embedding).
+
+  Example:
+  >>> compressible(keras.layers.Dense(3)), compressible(keras.layers.Conv2D(3, 3))
+  (True, False)
+  """
   if getattr(layer, "kernel_constraint", None) is not None or \
       getattr(layer, "embeddings_constraint", None) is not None:
     return False  # Constraints act on the whole dense kernel: keep it masked.
@@ -30,7 +35,12 @@ def compressible(layer):
 
 
 def to_compressed(layer, sparsity, seed):
-  """An unbuilt compressed layer with `layer`'s configuration and name."""
+  """An unbuilt compressed layer with `layer`'s configuration and name.
+
+  Example:
+  >>> type(to_compressed(keras.layers.Dense(3, name="d"), 0.5, seed=0)).__name__
+  'SparseDense'
+  """
   common = dict(sparsity=sparsity, seed=seed, name=layer.name, dtype=layer.dtype_policy)
   if isinstance(layer, _L.Embedding):
     return SparseEmbedding(layer.input_dim, layer.output_dim,
@@ -53,6 +63,15 @@ def copy_weights(old, new, sparsity, seed):
 
   Uses the masked storage's own mask draw (an [N] array; `old` already holds
   the dense kernel, so this costs no more than the model being converted).
+
+  Example:
+  >>> old = keras.layers.Dense(4, name="d")
+  >>> old.build((None, 6))
+  >>> new = to_compressed(old, 0.5, seed=0)
+  >>> new.build((None, 6))
+  >>> copy_weights(old, new, 0.5, seed=0)
+  >>> int(new.kernel_values.shape[0])
+  12
   """
   weight = new.compressed_weights[0]
   kernel = old.embeddings if isinstance(old, _L.Embedding) else old.kernel

@@ -18,7 +18,12 @@ _MAX_ROUNDS = 64
 
 
 def index_dtype(size):
-  """int32 positions while the dense size fits, int64 beyond 2**31 - 1."""
+  """int32 positions while the dense size fits, int64 beyond 2**31 - 1.
+
+  Example:
+  >>> index_dtype(2**31).name
+  'int64'
+  """
   return tf.int32 if size < 2**31 else tf.int64
 
 
@@ -33,7 +38,12 @@ def active_count(size, sparsity):
 
 
 def is_member(values, sorted_set):
-  """Boolean, True where `values` occur in the ascending 1-D `sorted_set`."""
+  """Boolean, True where `values` occur in the ascending 1-D `sorted_set`.
+
+  Example:
+  >>> is_member([1, 5, 7], [2, 5, 9]).numpy().tolist()
+  [False, True, False]
+  """
   values = tf.cast(values, tf.int64)
   sorted_set = tf.cast(sorted_set, tf.int64)
   where = tf.searchsorted(sorted_set, values, side="left", out_type=tf.int64)

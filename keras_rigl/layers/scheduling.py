@@ -31,8 +31,12 @@ class CompressedUpdater:
   """The compressed layers of one model, as a scheduler sees them.
 
   Example:
+  >>> from keras_rigl._keras import keras
+  >>> from keras_rigl.layers import SparseDense
+  >>> model = keras.Sequential([keras.Input((4,)), SparseDense(3, 0.5)])
   >>> updater = CompressedUpdater(model, seed=0, scheduler="RigLScheduler")
-  >>> bool(updater)   # False when the model has no compressed layers
+  >>> len(updater.targets), updater.size
+  (1, 12)
   """
 
   def __init__(self, model, seed, scheduler):

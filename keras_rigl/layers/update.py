@@ -35,7 +35,12 @@ DROP_TIES_TO_HIGHER_POSITION = _MASKS_DROP_COUNT is not None
 
 
 def drop_count(n_active, drop_fraction):
-  """How many of `n_active` connections move at `drop_fraction` (as masks.py)."""
+  """How many of `n_active` connections move at `drop_fraction` (as masks.py).
+
+  Example:
+  >>> int(drop_count(10, 0.3))
+  3
+  """
   if _MASKS_DROP_COUNT is not None:
     return _MASKS_DROP_COUNT(n_active, drop_fraction)
   fraction = tf.cast(tf.convert_to_tensor(drop_fraction, dtype_hint=tf.float64), tf.float64)
@@ -43,7 +48,12 @@ def drop_count(n_active, drop_fraction):
 
 
 def finite_scores(scores):
-  """NaN -> lowest finite value, +-Inf -> +-largest finite (counts stay exact)."""
+  """NaN -> lowest finite value, +-Inf -> +-largest finite (counts stay exact).
+
+  Example:
+  >>> finite_scores([1.0, float("nan")]).numpy().tolist()[0]
+  1.0
+  """
   big = tf.constant(tf.float32.max, tf.float32)
   scores = tf.cast(scores, tf.float32)
   scores = tf.where(tf.math.is_nan(scores), -big, scores)
@@ -56,6 +66,10 @@ def select_largest(scores, positions, k, ties_to_higher=False):
   The tie rule lives here: among equal scores the entry with the lower
   `positions` value wins (or the higher one with `ties_to_higher`), whatever
   order the arrays are in. O(nnz log nnz) for the sort by position.
+
+  Example:
+  >>> select_largest(tf.constant([1., 3., 3.]), tf.constant([5, 9, 2]), 1).numpy().tolist()
+  [2]
   """
   order = tf.argsort(positions, direction="DESCENDING" if ties_to_higher else "ASCENDING")
   # top_k breaks ties to the lower index: in position order, the lower position.
@@ -64,7 +78,12 @@ def select_largest(scores, positions, k, ties_to_higher=False):
 
 
 def drop_slots(values, positions, n_drop):
-  """Array slots of the `n_drop` entries of smallest |value| (NaN go first)."""
+  """Array slots of the `n_drop` entries of smallest |value| (NaN go first).
+
+  Example:
+  >>> drop_slots(tf.constant([0.5, -0.1, 2.0]), tf.constant([7, 3, 1]), 1).numpy().tolist()
+  [1]
+  """
   # finite_scores maps |NaN| to the lowest score: negated, it is dropped first.
   scores = -finite_scores(tf.abs(tf.cast(values, tf.float32)))
   return select_largest(scores, positions, n_drop,
@@ -89,6 +108,12 @@ def rigl_grow(a, d, n_rows, n_cols, kept_sorted, k, block_elements=None):
 
   Returns:
     int64 [k] positions; ties go to the lower position, as in masks.py.
+
+  Example:
+  >>> a = tf.constant([[1., 0.]])          # one example, n_rows = 2
+  >>> d = tf.constant([[0., 2., 1.]])      # n_cols = 3
+  >>> rigl_grow(a, d, 2, 3, tf.constant([1], tf.int64), 1).numpy().tolist()
+  [2]
   """
   block_elements = int(block_elements or DEFAULT_BLOCK_ELEMENTS)
   rows = max(1, min(n_rows, block_elements // n_cols))
@@ -144,7 +169,13 @@ def rigl_grow(a, d, n_rows, n_cols, kept_sorted, k, block_elements=None):
 
 
 def set_grow(size, kept_sorted, k, seed, nnz):
-  """`k` random positions not in `kept_sorted` (SET), O(nnz) memory."""
+  """`k` random positions not in `kept_sorted` (SET), O(nnz) memory.
+
+  Example:
+  >>> p = set_grow(10**6, tf.constant([3, 4], tf.int64), 5, (1, 2), nnz=7)
+  >>> len(set(p.numpy().tolist()) - {3, 4})
+  5
+  """
   return sample_positions(size, k, seed, exclude=kept_sorted, bound=nnz)
 
 
@@ -157,6 +188,12 @@ def reassign(indices, dropped, grown_positions):
 
   Returns:
     (slots int32 [m], positions int64 [m]) with m <= len(dropped).
+
+  Example:
+  >>> slots, new = reassign(tf.constant([10, 11, 12]), tf.constant([0, 2]),
+  ...                       tf.constant([10, 20], tf.int64))
+  >>> slots.numpy().tolist(), new.numpy().tolist()
+  ([2], [20])
   """
   dropped_positions = tf.cast(tf.gather(indices, dropped), tf.int64)
   grown_positions = tf.cast(grown_positions, tf.int64)
