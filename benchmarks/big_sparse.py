@@ -78,6 +78,9 @@ class _Timer(keras.callbacks.Callback):
 
   def on_train_batch_end(self, batch, logs=None):
     self.steps.append(time.perf_counter() - self._start)
+    if len(self.steps) % 25 == 0:
+      print(f"  step {len(self.steps)}: median {np.median(self.steps):.3f} s, peak RSS "
+            f"{peak_rss_mib():,.0f} MiB", file=sys.stderr, flush=True)
 
 
 def _optimizer(total_steps, lr=0.1):
@@ -102,6 +105,8 @@ def train(model, steps, seed, update_freq=100, timer=True):
     original(batch, logs)
     if rigl.updates > before:
       update_times.append(time.perf_counter() - start)
+      print(f"  update at step {rigl.last_update_step}: {update_times[-1]:.1f} s",
+            file=sys.stderr, flush=True)
   rigl.on_train_batch_begin = timed
   step_timer = _Timer()
   start = time.perf_counter()

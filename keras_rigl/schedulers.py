@@ -85,9 +85,9 @@ class _MaskScheduler(keras.callbacks.Callback):
     self._compressed = CompressedUpdater(self.model, self.seed, type(self).__name__)
     if not wrappers and not self._compressed:
       raise ValueError(
-          f"{type(self).__name__}: the model has no SparseWrapper layers. Wrap "
-          "layers with keras_rigl.SparseWrapper or call keras_rigl.sparsify(model, ...) "
-          "before fit.")
+          f"{type(self).__name__}: the model has no SparseWrapper layers (nor "
+          "compressed keras_rigl.layers). Wrap layers with keras_rigl.SparseWrapper or "
+          "call keras_rigl.sparsify(model, ...) before fit.")
     targets = []
     for wrapper in wrappers:
       for index, (weight, mask) in enumerate(wrapper.masked_weights):
@@ -228,6 +228,8 @@ class _MaskScheduler(keras.callbacks.Callback):
 class _DropGrowScheduler(_MaskScheduler):
   """Drop by magnitude, grow by a score: the common part of RigL and SET."""
 
+  _compressed_grow = "rigl"  # Compressed storage hook: how they grow.
+
   def __init__(self, update_freq=100, drop_fraction=0.3,
                drop_fraction_schedule="cosine", begin_step=0, end_step=None,
                grow_init="zeros", seed=0):
@@ -276,8 +278,7 @@ class _DropGrowScheduler(_MaskScheduler):
   def _compressed_update(self, step, argument):
     # RigL's _grow_scores (same trace, called just before) leaves the
     # compressed layers' inputs and output gradients in _compressed_data.
-    grow = "set" if isinstance(self, SETScheduler) else "rigl"
-    return self._compressed.apply(step, argument[0], grow,
+    return self._compressed.apply(step, argument[0], self._compressed_grow,
                                   getattr(self, "_compressed_data", None), self.grow_init)
 
   def _grown_values(self, target, step, new_mask, grown):
@@ -433,6 +434,8 @@ class SETScheduler(_DropGrowScheduler):
     super().__init__(update_freq, drop_fraction, drop_fraction_schedule, begin_step,
                      end_step, grow_init, seed)
     _check_int("grad_accumulation_steps", grad_accumulation_steps, 1)
+
+  _compressed_grow = "set"  # Compressed storage hook.
 
   def _grow_scores(self, step, source):
     return [tf.random.stateless_uniform(
