@@ -1,5 +1,6 @@
 """SparseDense and SparsePointwiseConv2D: ``x @ W`` with W stored as values + positions."""
 
+import numpy as np
 import tensorflow as tf
 
 from keras_rigl._keras import keras
@@ -72,7 +73,7 @@ class _SparseMatmulLayer(CompressedLayer):
                kernel_regularizer=None, bias_regularizer=None, seed=0,
                block_size=None, **kwargs):
     super().__init__(sparsity=sparsity, seed=seed, block_size=block_size, **kwargs)
-    if isinstance(units, bool) or not isinstance(units, int) or units < 1:
+    if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units < 1:
       raise ValueError(f"{type(self).__name__} needs a positive integer number of "
                        f"output units, got {units!r}.")
     self.units = int(units)

@@ -1,5 +1,6 @@
 """SparseEmbedding: an embedding table stored as values + positions."""
 
+import numpy as np
 import tensorflow as tf
 
 from keras_rigl._keras import keras
@@ -63,7 +64,7 @@ class SparseEmbedding(CompressedLayer):
     kwargs.pop("input_length", None)
     super().__init__(sparsity=sparsity, seed=seed, block_size=block_size, **kwargs)
     for name, value in (("input_dim", input_dim), ("output_dim", output_dim)):
-      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"SparseEmbedding {name} must be a positive integer, got {value!r}.")
     self.input_dim = int(input_dim)
     self.output_dim = int(output_dim)
