@@ -258,7 +258,7 @@ def widest(storage, sparsity, budget, opt, start):
   return lo, log
 
 
-def table_widest(budget_mib, sparsity, opt):
+def table_widest(budget_mib, sparsity, opt, storages=STORAGES):
   budget = budget_mib * 2**20
   print(f"\n## Widest MLP 784-W-W-10 trainable (one step + one RigL update) within "
         f"{budget_mib} MiB above the bare TensorFlow process, {opt}, batch 128\n")
@@ -267,6 +267,8 @@ def table_widest(budget_mib, sparsity, opt):
   results = {}
   for storage, s, start in (("dense", 0.0, 1024), ("masked", sparsity, 1024),
                             ("compressed", sparsity, 2048)):
+    if storage not in storages:
+      continue
     w, log = widest(storage, s, budget, opt, start)
     results[storage] = w
     tried = ", ".join(f"{a}: {b / 2**20:.0f}" for a, b in log)
@@ -283,6 +285,7 @@ def main():
   parser.add_argument("--width", type=int, default=None)
   parser.add_argument("--big", type=int, default=16384)
   parser.add_argument("--budget_mib", type=int, default=1024)
+  parser.add_argument("--widest_storages", default=",".join(STORAGES))
   args = parser.parse_args()
   if args.child:
     child(json.loads(args.child))
@@ -300,7 +303,8 @@ def main():
   if "big" in tables:
     table_big(4096 if args.quick else args.big, 0.99)
   if "widest" in tables:
-    table_widest(256 if args.quick else args.budget_mib, 0.95, "adam")
+    table_widest(256 if args.quick else args.budget_mib, 0.95, "adam",
+                 args.widest_storages.split(","))
 
 
 if __name__ == "__main__":

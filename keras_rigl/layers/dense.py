@@ -42,15 +42,15 @@ def _matmul(x, values, indices, n_in, n_out):
   tensor of W's dense size (SparseTensorDenseMatMul for y and dL/dx, a
   chunked gather-dot for dL/dvalues). Positions may be in any order.
   """
-  indices = tf.cast(indices, tf.int64)
+  # Index arithmetic in the stored dtype (int32 below 2**31 entries): only the
+  # [nnz, 2] int64 pairs the TF op needs stay alive until the backward pass.
   rows = indices // n_out
-  cols = indices - rows * n_out
-  # W^T as a SparseTensor: y^T = W^T x^T, so the batch stays the dense operand.
-  w_t = tf.stack([cols, rows], axis=1)
+  w_t = tf.cast(tf.stack([indices - rows * n_out, rows], axis=1), tf.int64)
   shape = tf.constant([n_out, n_in], tf.int64)
 
   @tf.custom_gradient
   def product(x, values):
+    # W^T as the sparse operand: y^T = W^T x^T, so the batch stays dense.
     y_t = tf.raw_ops.SparseTensorDenseMatMul(
         a_indices=w_t, a_values=values, a_shape=shape, b=x, adjoint_b=True)
 
@@ -58,7 +58,9 @@ def _matmul(x, values, indices, n_in, n_out):
       dx_t = tf.raw_ops.SparseTensorDenseMatMul(
           a_indices=w_t, a_values=values, a_shape=shape, b=dy, adjoint_a=True,
           adjoint_b=True)
-      return tf.transpose(dx_t), _values_gradient(x, dy, rows, cols)
+      grad_rows = indices // n_out
+      return (tf.transpose(dx_t),
+              _values_gradient(x, dy, grad_rows, indices - grad_rows * n_out))
 
     return tf.transpose(y_t), grad
 
