@@ -17,7 +17,7 @@ import tensorflow as tf
 from keras_rigl import _keras
 from keras_rigl._keras import keras
 from keras_rigl.distributions import check_sparsity
-from keras_rigl.layers.positions import active_count, index_dtype, sample_positions
+from keras_rigl.layers.positions import active_count, index_dtype, initial_positions
 from keras_rigl.masks import name_seed
 
 _capture = threading.local()
@@ -180,7 +180,7 @@ class CompressedLayer(keras.layers.Layer):
     dtype = index_dtype(size)
 
     def positions(shape, dtype=None):  # pylint: disable=unused-argument
-      return tf.cast(sample_positions(size, nnz, seed), dtype or index_dtype(size))
+      return tf.constant(initial_positions(size, nnz, seed), dtype or index_dtype(size))
 
     values = self.add_weight(
         name=f"{key}_values", shape=(nnz,),

@@ -7,6 +7,7 @@ random positions and test membership without ever making a tensor of the
 dense size. Plain TensorFlow; nothing here knows about Keras.
 """
 
+import numpy as np
 import tensorflow as tf
 
 from keras_rigl.distributions import num_zeros
@@ -56,6 +57,43 @@ def _first_unique(values):
   """Distinct entries of 1-D `values`, in order of first occurrence."""
   unique, _ = tf.unique(values)
   return unique
+
+
+_INIT_CHUNK = 1 << 22  # Positions per chunk of the initial draw.
+_HYPERGEOMETRIC_LIMIT = 10**9
+
+
+def initial_positions(size, count, seed):
+  """`count` distinct random positions in [0, size), ascending (int64 numpy).
+
+  For a layer's initial connections, drawn eagerly at build time: an exact
+  multivariate hypergeometric draw says how many positions fall in each
+  chunk of 2**22 positions, then each chunk draws its own. Uniform over all
+  subsets of size `count`, and the memory is the result plus one chunk,
+  never O(size). Deterministic in (seed, size, count), so every replica and
+  worker draws the same set. From 10**9 positions on (numpy's limit for the
+  exact split) it uses the TensorFlow rejection sampler `sample_positions`,
+  also O(count) but with a larger constant.
+
+  Example:
+  >>> p = initial_positions(10**12, 4, seed=(0, 1))
+  >>> len(set(p.tolist())), bool(p.max() < 10**12)
+  (4, True)
+  """
+  size, count = int(size), int(count)
+  if size >= _HYPERGEOMETRIC_LIMIT:  # numpy's exact draw stops there.
+    return sample_positions(size, count, seed).numpy()
+  rng = np.random.default_rng([int(s) for s in seed])
+  starts = np.arange(0, size, _INIT_CHUNK, dtype=np.int64)
+  lengths = np.minimum(_INIT_CHUNK, size - starts)
+  per_chunk = rng.multivariate_hypergeometric(lengths, count, method="marginals")
+  out = np.empty([count], np.int64)
+  at = 0
+  for start, length, n in zip(starts, lengths, per_chunk):
+    if n:
+      out[at:at + n] = start + np.sort(rng.choice(int(length), int(n), replace=False))
+      at += n
+  return out
 
 
 def sample_positions(size, count, seed, exclude=None, bound=None):
