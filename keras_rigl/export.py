@@ -1,7 +1,10 @@
 """Export a sparse model as a SavedModel or a TFLite flatbuffer.
 
 Both start from `strip(model)`, so the exported kernels are ``W * M`` with the
-inactive weights exactly zero and no masks left in the graph.
+inactive weights exactly zero and no masks left in the graph. Compressed
+layers (`keras_rigl.layers`) stay compressed in a SavedModel (values +
+positions, a sparse matmul in the graph); TFLite has no such op, so there they
+become dense kernels (which must fit `strip`'s size limit).
 """
 
 import os
@@ -84,7 +87,7 @@ def export(model, path, format="saved_model", overwrite=False):  # pylint: disab
   except TypeError:
     raise TypeError(f"export path must be a str or os.PathLike, got {path!r}.") from None
   _check_destination(path, format, overwrite)
-  plain = strip(model)
+  plain = strip(model, keep_compressed=format == "saved_model")
   if format == "saved_model":
     _save_saved_model(plain, path)
     return path

@@ -232,6 +232,8 @@ def _walk(model, prefix="", calls=1):
 
 
 def _kind(layer):
+  if getattr(layer, "compressed_kind", None):  # keras_rigl.layers (compressed)
+    return layer.compressed_kind
   if isinstance(layer, _L.RNN) and _cell_costs(getattr(layer, "cell", None)):
     return "rnn"
   if isinstance(layer, _L.Bidirectional) and _kind(layer.forward_layer) == "rnn":
@@ -264,6 +266,9 @@ def _cell_costs(cell):
 
 def _kernels(layer, kind):
   """[(key, variable)] of the kernels of a known layer type."""
+  if hasattr(layer, "compressed_weights"):
+    # Compressed layers: CompressedWeight has the dense .shape and .density.
+    return [(w.key, w) for w in layer.compressed_weights]
   if kind in ("rnn", "bidirectional", "attention"):
     return _sequence_kernels(layer, kind)
   if kind == "separable":
@@ -334,6 +339,8 @@ class _Densities:
       if candidate in self.overrides:
         self.used.add(candidate)
         return 1.0 - self.overrides[candidate], False
+    if hasattr(variable, "nnz") and hasattr(variable, "density"):
+      return variable.density, True  # A compressed weight (keras_rigl.layers).
     mask = _find_mask(variable, masks)
     if mask is not None:
       return _fraction_nonzero(mask), True

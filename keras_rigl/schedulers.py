@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from keras_rigl import _keras
 from keras_rigl._keras import keras
+from keras_rigl.layers.scheduling import CompressedUpdater
 from keras_rigl.masks import name_seed, prune_mask, update_mask
 from keras_rigl.schedules import (drop_fraction_at, is_update_step,
                                   parse_drop_fraction_schedule,
@@ -129,11 +130,13 @@ class _MaskScheduler(keras.callbacks.Callback):
 
   def _find_targets(self):
     wrappers = [l for l in walk_layers(self.model) if isinstance(l, SparseWrapper)]
-    if not wrappers:
+    # Compressed storage hook: keras_rigl.layers (SparseDense...) targets.
+    self._compressed = CompressedUpdater(self.model, self.seed, type(self).__name__)
+    if not wrappers and not self._compressed:
       raise ValueError(
-          f"{type(self).__name__}: the model has no SparseWrapper layers. Wrap "
-          "layers with keras_rigl.SparseWrapper or call keras_rigl.sparsify(model, ...) "
-          "before fit.")
+          f"{type(self).__name__}: the model has no SparseWrapper layers (nor "
+          "compressed keras_rigl.layers). Wrap layers with keras_rigl.SparseWrapper or "
+          "call keras_rigl.sparsify(model, ...) before fit.")
     targets = []
     for wrapper in wrappers:
       for index, (weight, mask) in enumerate(wrapper.masked_weights):
@@ -215,11 +218,13 @@ class _MaskScheduler(keras.callbacks.Callback):
       if static:
         ones = int(np.sum(np.asarray(_keras.variable_tensor(target.mask))))
         target.max_update = int(math.floor(ones * self._max_fraction()))
+    self._compressed.build(optimizer)  # Compressed storage hook.
     self._metric_variables = _keras.metric_variables(self.model)
     # Every other piece of model state a training-mode forward pass may touch
     # (BatchNormalization statistics, RNG seeds...): saved and put back.
     skip = {id(v) for v in self._metric_variables}
     skip.update(id(t.mask) for t in self._targets)
+    skip.update(id(v) for v in self._compressed.variables())  # Positions.
     self._state_variables = [v for v in self.model.non_trainable_variables
                              if id(v) not in skip]
     # No autograph: plain Python loops only, and errors raised while tracing
@@ -267,7 +272,15 @@ class _MaskScheduler(keras.callbacks.Callback):
       changed_total += tf.reduce_sum(tf.cast(changed, tf.float64))
       size_total += target.size
       finite_flags.append(finite)
-    return changed_total / max(size_total, 1), tf.stack(finite_flags)
+    if self._compressed:  # Compressed storage hook (keras_rigl.layers).
+      changed_total += self._compressed_update(step, argument)
+      size_total += self._compressed.size
+    finite = tf.stack(finite_flags) if finite_flags else tf.zeros([0], tf.bool)
+    return changed_total / max(size_total, 1), finite
+
+  def _compressed_update(self, step, argument):
+    """Updates compressed layers; returns the changed mask entries (float64)."""
+    return tf.constant(0.0, tf.float64)
 
   def _update_argument(self, step, check=True):
     return tf.constant(0.0, tf.float64)
@@ -355,6 +368,8 @@ class _MaskScheduler(keras.callbacks.Callback):
 class _DropGrowScheduler(_MaskScheduler):
   """Drop by magnitude, grow by a score: the common part of RigL and SET."""
 
+  _compressed_grow = "rigl"  # Compressed storage hook: how they grow.
+
   def __init__(self, update_freq=100, drop_fraction=0.3,
                drop_fraction_schedule="cosine", begin_step=0, end_step=None,
                grow_init="zeros", seed=0):
@@ -432,6 +447,12 @@ class _DropGrowScheduler(_MaskScheduler):
           score, drop_fraction, max_update=t.max_update)
       results.append((new_mask, grown, tf.reduce_all(tf.math.is_finite(score))))
     return results
+
+  def _compressed_update(self, step, argument):
+    # RigL's _grow_scores (same trace, called just before) leaves the
+    # compressed layers' inputs and output gradients in _compressed_data.
+    return self._compressed.apply(step, argument[0], self._compressed_grow,
+                                  getattr(self, "_compressed_data", None), self.grow_init)
 
   def _grown_values(self, target, step, new_mask, grown):
     weight = _keras.variable_tensor(target.weight)
@@ -577,6 +598,7 @@ class RigLScheduler(_DropGrowScheduler):
     position = {(id(t.wrapper), t.index): i for i, t in enumerate(targets)}
     optimizer = model.optimizer
     metric_variables = self._metric_variables
+    compressed = self._compressed
 
     def replica_gradients(batch):
       x, y, sample_weight = _keras.unpack_batch(batch)
@@ -584,14 +606,16 @@ class RigLScheduler(_DropGrowScheduler):
       saved = [tf.identity(_keras.variable_tensor(v)) for v in metric_variables]
       with tf.GradientTape() as tape:
         try:
-          with capture_effective_weights() as records:
+          with capture_effective_weights() as records, \
+              compressed.capture() as c_records:
             y_pred = model(x, training=True)
           loss = _compute_loss(model, x, y, y_pred, sample_weight)
         except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:
           raise ValueError(_DATA_MISMATCH.format(error=error)) from error
         loss = _keras.scale_loss_for_gradients(optimizer, loss)
       tensors = [tensor for _, _, tensor in records]
-      grads = tape.gradient(loss, tensors)
+      grads = tape.gradient(loss, tensors + compressed.outputs(c_records))
+      grads, c_grads = grads[:len(tensors)], grads[len(tensors):]
       with tf.control_dependencies([loss]):
         for variable, value in zip(metric_variables, saved):
           variable.assign(value)
@@ -602,15 +626,20 @@ class RigLScheduler(_DropGrowScheduler):
         slot = position.get((id(wrapper), index))
         if slot is not None:  # A shared layer adds up all its uses.
           totals[slot] += tf.cast(tf.convert_to_tensor(grad), tf.float32)
-      return totals
+      return totals, compressed.replica_data(c_records, c_grads)
 
     # BatchNormalization statistics, RNG seeds...: as they were before the pass.
     state = [tf.identity(_keras.variable_tensor(v)) for v in self._state_variables]
     totals = [tf.zeros(t.weight.shape, tf.float32) for t in targets]
+    gathered = []
     for _ in range(self.grad_accumulation_steps):
-      per_replica = strategy.run(replica_gradients, args=(next(iterator),))
+      per_replica, c_per_replica = strategy.run(replica_gradients, args=(next(iterator),))
       for i, grad in enumerate(per_replica):
         totals[i] += strategy.reduce(tf.distribute.ReduceOp.SUM, grad, axis=None)
+      gathered.append(compressed.gather(strategy, c_per_replica))
+    # Compressed layers: rows of all batches and replicas (a^T d sums them).
+    self._compressed_data = [tuple(tf.concat(parts, 0) for parts in zip(*per_target))
+                             for per_target in zip(*gathered)]
     with tf.control_dependencies(totals):
       for variable, value in zip(self._state_variables, state):
         variable.assign(value)
@@ -650,6 +679,8 @@ class SETScheduler(_DropGrowScheduler):
     super().__init__(update_freq, drop_fraction, drop_fraction_schedule, begin_step,
                      end_step, grow_init, seed)
     _check_int("grad_accumulation_steps", grad_accumulation_steps, 1, "SETScheduler: ")
+
+  _compressed_grow = "set"  # Compressed storage hook.
 
   def _grow_scores(self, step, source):
     return [tf.random.stateless_uniform(

@@ -9,6 +9,8 @@ import tensorflow as tf
 from keras_rigl import _keras
 from keras_rigl._keras import keras
 from keras_rigl.distributions import check_seed, layer_sparsities
+from keras_rigl.layers import convert as _convert
+from keras_rigl.layers.base import CompressedLayer
 from keras_rigl.wrapper import (SparseWrapper, distribution_shapes, is_composite,
                                 is_sparsifiable, sparsifiable_weights)
 
@@ -71,8 +73,14 @@ def _fresh(layer):
   return new
 
 
+STORAGES = ("masked", "compressed")
+# Largest dense kernel `strip` builds by default (bytes).
+DEFAULT_MAX_DENSE_BYTES = 1 << 30
+
+
 def sparsify(model, sparsity, distribution="erk", erk_power_scale=1.0,
-             custom_sparsity=None, exclude=None, seed=0, mask_init="random"):
+             custom_sparsity=None, exclude=None, seed=0, mask_init="random",
+             storage="masked"):
   """A copy of `model` whose supported layers are wrapped in `SparseWrapper`.
 
   Per-layer sparsities come from `layer_sparsities` over all wrapped layers;
@@ -98,6 +106,12 @@ def sparsify(model, sparsity, distribution="erk", erk_power_scale=1.0,
     seed: seed of the random mask positions.
     mask_init: "random" (sparse from the start) or "dense" (all-ones masks, for
       `MagnitudePruningScheduler`).
+    storage: "masked" (SparseWrapper: dense kernel + mask) or "compressed":
+      Dense, 1x1 Conv2D (stride 1, no dilation, channels_last) and Embedding
+      layers become `keras_rigl.layers.SparseDense` / `SparsePointwiseConv2D` /
+      `SparseEmbedding` holding only their active values and positions (the
+      same positions and values the masked storage with this seed would
+      keep); other layers are wrapped as with "masked".
 
   Returns:
     A new model of the same kind; compile it before training.
@@ -111,11 +125,19 @@ def sparsify(model, sparsity, distribution="erk", erk_power_scale=1.0,
   """
   _check_graph_model(model, "sparsify")
   seed = check_seed(seed)
+  if storage not in STORAGES:
+    raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}.")
+  if storage == "compressed" and mask_init != "random":
+    raise ValueError(
+        f"storage='compressed' needs mask_init='random', got {mask_init!r}: a compressed "
+        "layer stores a fixed number of entries, so it cannot start dense and be pruned. "
+        "Use storage='masked' for MagnitudePruningScheduler.")
   layers = list(_walk(model))
-  wrapped = [layer.name for layer in layers if isinstance(layer, SparseWrapper)]
+  wrapped = [layer.name for layer in layers
+             if isinstance(layer, (SparseWrapper, CompressedLayer))]
   if wrapped:
     raise ValueError(
-        f"sparsify got a model that is already sparse (SparseWrapper layers "
+        f"sparsify got a model that is already sparse (sparse layers "
         f"{wrapped}). Sparsify the original dense model, or call "
         "keras_rigl.strip(model) first to get a plain model to sparsify again.")
   names = [layer.name for layer in layers]
@@ -164,7 +186,9 @@ def sparsify(model, sparsity, distribution="erk", erk_power_scale=1.0,
 
   pairs = []
   def clone_layer(layer):
-    if layer.name in per_layer:
+    if layer.name in per_layer and storage == "compressed" and _convert.compressible(layer):
+      new = _convert.to_compressed(layer, per_layer[layer.name], seed)
+    elif layer.name in per_layer:
       new = SparseWrapper(_fresh(layer), sparsity=per_layer[layer.name],
                           seed=seed, mask_init=mask_init)
     else:
@@ -177,16 +201,28 @@ def sparsify(model, sparsity, distribution="erk", erk_power_scale=1.0,
     if isinstance(new, SparseWrapper):
       new.layer.set_weights(old.get_weights())
       new.apply_masks()
+    elif isinstance(new, CompressedLayer):
+      _convert.copy_weights(old, new, per_layer[old.name], seed)
     elif getattr(old, "weights", None):  # Keras 3 ops (x + y) have none.
       new.set_weights(old.get_weights())
   return sparse_model
 
 
-def strip(model):
+def strip(model, max_dense_bytes=DEFAULT_MAX_DENSE_BYTES, keep_compressed=False):
   """A plain copy of `model` with every SparseWrapper replaced by its layer.
 
   The unwrapped layers hold ``W * M``: same outputs, no masks, ready for
-  export or for tools that do not know keras_rigl.
+  export or for tools that do not know keras_rigl. Compressed layers
+  (`keras_rigl.layers`) become the plain Dense / Conv2D / Embedding with a
+  dense kernel, which must fit in `max_dense_bytes`, unless
+  `keep_compressed` (then they are copied as they are).
+
+  Args:
+    model: a Sequential or Functional model.
+    max_dense_bytes: largest dense kernel built from a compressed layer; a
+      larger one is a ValueError giving its size.
+    keep_compressed: keep compressed layers compressed (what `export` does
+      for SavedModels).
 
   Example:
   >>> import numpy as np
@@ -202,13 +238,19 @@ def strip(model):
   _check_graph_model(model, "strip")
   pairs = []
   def clone_layer(layer):
-    new = _fresh(layer.layer if isinstance(layer, SparseWrapper) else layer)
+    if isinstance(layer, CompressedLayer) and not keep_compressed:
+      _check_dense_fits(layer, max_dense_bytes)
+      new = layer.dense_layer()
+    else:
+      new = _fresh(layer.layer if isinstance(layer, SparseWrapper) else layer)
     pairs.append((layer, new))
     return new
 
   plain = _clone(model, clone_layer)
   for old, new in pairs:
-    if isinstance(old, SparseWrapper):
+    if isinstance(old, CompressedLayer):
+      new.set_weights(old.get_weights() if keep_compressed else old.dense_weights())
+    elif isinstance(old, SparseWrapper):
       masked = {id(w): m for w, m in old.masked_weights}
       values = [np.asarray(w) * np.asarray(masked[id(w)]) if id(w) in masked
                 else np.asarray(w) for w in old.layer.weights]
@@ -216,6 +258,18 @@ def strip(model):
     elif getattr(old, "weights", None):  # Keras 3 ops (x + y) have none.
       new.set_weights(old.get_weights())
   return plain
+
+
+def _check_dense_fits(layer, max_dense_bytes):
+  for weight in layer.compressed_weights:
+    size = weight.size * tf.as_dtype(weight.values.dtype).size
+    if size > max_dense_bytes:
+      raise ValueError(
+          f"strip: compressed layer {layer.name!r} has a dense {weight.key} of shape "
+          f"{weight.shape} = {weight.size:,} entries ({size:,} bytes), over "
+          f"max_dense_bytes={max_dense_bytes:,}. Pass a larger max_dense_bytes if it "
+          "fits in memory, or keep the layer compressed (strip(..., keep_compressed="
+          "True); keras_rigl.export keeps SavedModels compressed).")
 
 
 @dataclasses.dataclass
@@ -278,8 +332,8 @@ class SparsityReport:
 def sparsity_report(model):
   """Per-weight sparsity of every sparsifiable layer of `model`.
 
-  Wrapped layers count the ones of their masks; plain supported layers count
-  their non-zero weights.
+  Wrapped layers count the ones of their masks, compressed layers their
+  stored entries; plain supported layers count their non-zero weights.
 
   Example:
   >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, name="fc")])
@@ -300,7 +354,11 @@ def sparsity_report(model):
       continue
     if is_composite(layer):
       inside.update(id(sub) for sub in walk_layers(layer))
-    if isinstance(layer, SparseWrapper):
+    if isinstance(layer, CompressedLayer):
+      for weight in layer.compressed_weights:
+        rows.append(SparsityRow(layer.name, weight.key, weight.shape, weight.size,
+                                weight.nnz))
+    elif isinstance(layer, SparseWrapper):
       for key, (weight, mask) in zip(layer.weight_keys, layer.masked_weights):
         rows.append(SparsityRow(layer.layer.name, key, tuple(weight.shape),
                                 int(np.prod(weight.shape)),

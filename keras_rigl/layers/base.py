@@ -1,0 +1,230 @@
+"""What every compressed layer shares: storage, initialisation, the scheduler interface.
+
+A compressed weight is two variables: ``<key>_values`` (trainable, float,
+[nnz]) and ``<key>_indices`` (non-trainable int32/int64 flat row-major
+positions into the dense ``[n_rows, n_cols]`` kernel, [nnz], any order). The
+schedulers see it through `CompressedWeight` (current positions and values,
+`assign` a new set) and through `capture_layer_io`, which records each
+layer's inputs and pre-activation outputs during RigL's extra forward pass.
+"""
+
+import contextlib
+import threading
+
+import numpy as np
+import tensorflow as tf
+
+from keras_rigl import _keras
+from keras_rigl._keras import keras
+from keras_rigl.distributions import check_sparsity
+from keras_rigl.layers.positions import active_count, index_dtype, initial_positions
+from keras_rigl.masks import name_seed
+
+_capture = threading.local()
+
+
+@contextlib.contextmanager
+def capture_layer_io():
+  """Records ``(layer, inputs, outputs)`` of every compressed layer call in the block.
+
+  `inputs` is the layer input flattened to ``[M, n_rows]`` (ids ``[M]`` for
+  an embedding) and `outputs` the pre-activation ``[M, n_cols]`` tensor; the
+  gradient of the loss w.r.t. `outputs` gives ``dL/dW = inputs^T grad``
+  without a dense tensor. Thread-local, so each replica records its own.
+
+  Example:
+  >>> from keras_rigl.layers import SparseDense
+  >>> layer = SparseDense(4, sparsity=0.5)
+  >>> with capture_layer_io() as records:
+  ...   _ = layer(tf.ones([2, 3]))
+  >>> [tuple(t.shape) for t in records[0][1:]]
+  [(2, 3), (2, 4)]
+  """
+  previous = getattr(_capture, "records", None)
+  records = []
+  _capture.records = records
+  try:
+    yield records
+  finally:
+    _capture.records = previous
+
+
+def _record(layer, inputs, outputs):
+  records = getattr(_capture, "records", None)
+  if records is not None:
+    records.append((layer, inputs, outputs))
+
+
+class CompressedWeight:
+  """One compressed kernel: the scheduler-facing interface.
+
+  Attributes:
+    layer: the owning layer; key: "kernel" / "embeddings".
+    values, indices: the variables.
+    shape: the dense kernel's shape as the equivalent Keras layer has it
+      (e.g. (1, 1, c_in, c_out) for a pointwise convolution).
+    n_rows, n_cols: the 2-D view the positions index (``i * n_cols + j``).
+
+  Example:
+  >>> from keras_rigl.layers import SparseDense
+  >>> layer = SparseDense(4, sparsity=0.75)
+  >>> layer.build((None, 8))
+  >>> weight = layer.compressed_weights[0]
+  >>> weight.shape, weight.nnz, weight.dense().shape
+  ((8, 4), 8, (8, 4))
+  """
+
+  def __init__(self, layer, key, values, indices, shape, n_rows, n_cols):
+    self.layer = layer
+    self.key = key
+    self.values = values
+    self.indices = indices
+    self.shape = tuple(int(d) for d in shape)
+    self.n_rows = int(n_rows)
+    self.n_cols = int(n_cols)
+
+  @property
+  def name(self):
+    return f"{self.layer.name}/{self.key}"
+
+  @property
+  def size(self):
+    return self.n_rows * self.n_cols
+
+  @property
+  def nnz(self):
+    return int(self.values.shape[0])
+
+  @property
+  def density(self):
+    return self.nnz / self.size if self.size else 1.0
+
+  def positions(self):
+    """Current flat positions (int tensor [nnz])."""
+    return _keras.variable_tensor(self.indices)
+
+  def current_values(self):
+    return _keras.variable_tensor(self.values)
+
+  def assign(self, positions, values):
+    """Replaces the whole set of connections (positions distinct, len nnz)."""
+    self.indices.assign(tf.cast(positions, self.indices.dtype))
+    self.values.assign(tf.cast(values, self.values.dtype))
+
+  def dense(self):
+    """The dense kernel as a numpy array of `shape` (only for small kernels)."""
+    flat = np.zeros([self.size], np.asarray(self.values).dtype)
+    flat[np.asarray(self.indices).astype(np.int64)] = np.asarray(self.values)
+    return flat.reshape(self.shape)
+
+
+def _variance_scaling_for(initializer, n_rows, n_cols, nnz):
+  """An initializer that gives [nnz] values the dense kernel's distribution.
+
+  Keras computes fans from the shape it is given; for a 1-D [nnz] shape both
+  fans are nnz. Variance-scaling initializers are rescaled so that they use
+  the dense fans (fan_in = n_rows, fan_out = n_cols); element-wise ones
+  (RandomNormal, RandomUniform, zeros...) are used as they are.
+  """
+  initializer = keras.initializers.get(initializer)
+  if isinstance(initializer, keras.initializers.VarianceScaling):
+    fan = {"fan_in": n_rows, "fan_out": n_cols,
+           "fan_avg": (n_rows + n_cols) / 2.0}[initializer.mode]
+    return keras.initializers.VarianceScaling(
+        scale=initializer.scale * nnz / fan, mode=initializer.mode,
+        distribution=initializer.distribution, seed=getattr(initializer, "seed", None))
+  name = type(initializer).__name__
+  if name in ("Orthogonal", "OrthogonalInitializer", "Identity", "IdentityInitializer"):
+    raise ValueError(
+        f"kernel_initializer {name} is not element-wise, so it cannot be drawn "
+        "for the active entries alone. Use a variance-scaling initializer "
+        "(glorot_uniform, he_normal, ...) or a random one (random_normal, ...).")
+  return initializer
+
+
+class CompressedLayer(keras.layers.Layer):
+  """Base of the compressed layers: one compressed kernel, optional bias.
+
+  Subclasses call `_add_compressed` in `build` and compute with `_values()`
+  and `_indices()`; schedulers, `sparsify`, `strip`, `sparsity_report` and
+  `count_flops` then handle them (see `SparseDense`).
+
+  Example:
+  >>> from keras_rigl.layers import SparseDense
+  >>> isinstance(SparseDense(3), CompressedLayer)
+  True
+  """
+
+  compressed_kind = None  # "dense", "conv" or "embedding" (for count_flops).
+  kernel_key = "kernel"
+
+  def __init__(self, sparsity=0.9, seed=0, block_size=None, **kwargs):
+    super().__init__(**kwargs)
+    self.target_sparsity = check_sparsity(sparsity)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+      raise TypeError(f"seed must be an integer, got {seed!r}.")
+    self.seed = int(seed)
+    if block_size is not None and (
+        isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer))
+        or block_size < 1):
+      raise ValueError(f"block_size must be a positive integer (elements of one block "
+                       f"of gradient scores) or None, got {block_size!r}.")
+    self.block_size = None if block_size is None else int(block_size)
+    self._compressed = None
+
+  def _add_compressed(self, shape, n_rows, n_cols, initializer, regularizer=None):
+    size = n_rows * n_cols
+    nnz = active_count(size, self.target_sparsity)
+    key = self.kernel_key
+    seed = name_seed(self.seed, f"{self.name}/{key}")
+    dtype = index_dtype(size)
+
+    def positions(shape, dtype=None):  # pylint: disable=unused-argument
+      return tf.constant(initial_positions(size, nnz, seed), dtype or index_dtype(size))
+
+    values = self.add_weight(
+        name=f"{key}_values", shape=(nnz,),
+        initializer=_variance_scaling_for(initializer, n_rows, n_cols, nnz),
+        regularizer=regularizer, trainable=True)
+    indices = _keras.add_mask_weight(self, f"{key}_indices", (nnz,), dtype, positions)
+    setattr(self, f"{key}_values", values)
+    setattr(self, f"{key}_indices", indices)
+    object.__setattr__(self, "_compressed",
+                       CompressedWeight(self, key, values, indices, shape, n_rows, n_cols))
+
+  @property
+  def compressed_weights(self):
+    """[CompressedWeight] of this layer (the scheduler-facing interface)."""
+    return [self._compressed] if self._compressed is not None else []
+
+  @property
+  def sparsity(self):
+    """Fraction of the dense kernel's entries that are not stored."""
+    return 1.0 - self._compressed.density if self._compressed is not None else None
+
+  def _values(self):
+    return tf.cast(self._compressed.current_values(), self.compute_dtype)
+
+  def _indices(self):
+    return self._compressed.positions()
+
+  def dense_layer(self):
+    """An unbuilt plain Keras layer computing the same function (for strip)."""
+    raise NotImplementedError
+
+  def dense_weights(self):
+    """Weights for `dense_layer()` (numpy; the kernel is dense: small layers only)."""
+    weights = [self._compressed.dense()]
+    if getattr(self, "bias", None) is not None:
+      weights.append(np.asarray(self.bias))
+    return weights
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({"sparsity": self.target_sparsity, "seed": self.seed,
+                   "block_size": self.block_size})
+    return config
+
+
+def serialize(obj, kind):
+  return getattr(keras, kind).serialize(obj) if obj is not None else None

@@ -1,0 +1,235 @@
+"""The RigL / SET drop-and-grow update on compressed storage, in O(nnz) memory.
+
+A compressed weight holds ``values[nnz]`` and flat positions ``indices[nnz]``
+into its dense ``[n_rows, n_cols]`` kernel. An update
+
+* drops the ``n_drop`` active entries of smallest ``|value|`` (O(nnz));
+* grows ``n_drop`` positions among all that are not kept (a just-dropped one
+  may come back): RigL takes the largest ``|dL/dW|``, computed one block of
+  kernel rows at a time from the layer's inputs ``a`` and the gradient ``d``
+  w.r.t. its pre-activation output (``dL/dW = a^T d``), with a running top-k,
+  so extra memory is bounded by ``block_elements`` and never by the dense
+  size; SET draws random positions (stateless, keyed by seed and step);
+* writes the new positions into the dropped entries' array slots.
+
+Selection and tie rules are the masked storage's (`keras_rigl.masks`):
+given the same weights and gradients both storages pick the same
+connections. Plain TensorFlow; nothing here knows about Keras.
+"""
+
+import tensorflow as tf
+
+from keras_rigl import masks as _masks
+from keras_rigl.layers.positions import is_member, sample_positions
+
+# Default bound on the elements of one block of dense-gradient scores (8 MiB
+# of float32). Peak extra memory of a growth step is a small multiple of it.
+DEFAULT_BLOCK_ELEMENTS = 1 << 21
+
+# masks.py decides how many connections move and how drop ties break. When
+# it exposes `drop_count` (the authors' float32 rule) it also drops the HIGHER
+# flat index among equal scores; before that, the float64 floor and the lower
+# index. Both storages must follow the same rule, so follow masks.py.
+_MASKS_DROP_COUNT = getattr(_masks, "drop_count", None)
+DROP_TIES_TO_HIGHER_POSITION = _MASKS_DROP_COUNT is not None
+
+
+def drop_count(n_active, drop_fraction):
+  """How many of `n_active` connections move at `drop_fraction` (as masks.py).
+
+  Example:
+  >>> int(drop_count(10, 0.3))
+  3
+  """
+  if _MASKS_DROP_COUNT is not None:
+    return _MASKS_DROP_COUNT(n_active, drop_fraction)
+  fraction = tf.cast(tf.convert_to_tensor(drop_fraction, dtype_hint=tf.float64), tf.float64)
+  return tf.cast(tf.floor(tf.cast(n_active, tf.float64) * fraction), tf.int32)
+
+
+def finite_scores(scores):
+  """NaN -> lowest finite value, +-Inf -> +-largest finite (counts stay exact).
+
+  Example:
+  >>> finite_scores([1.0, float("nan")]).numpy().tolist()[0]
+  1.0
+  """
+  big = tf.constant(tf.float32.max, tf.float32)
+  scores = tf.cast(scores, tf.float32)
+  scores = tf.where(tf.math.is_nan(scores), -big, scores)
+  return tf.clip_by_value(scores, -big, big)
+
+
+def select_largest(scores, positions, k, ties_to_higher=False):
+  """Indices into `scores` of its `k` largest entries.
+
+  The tie rule lives here: among equal scores the entry with the lower
+  `positions` value wins (or the higher one with `ties_to_higher`), whatever
+  order the arrays are in. O(nnz log nnz) for the sort by position.
+
+  Example:
+  >>> select_largest(tf.constant([1., 3., 3.]), tf.constant([5, 9, 2]), 1).numpy().tolist()
+  [2]
+  """
+  order = tf.argsort(positions, direction="DESCENDING" if ties_to_higher else "ASCENDING")
+  # top_k breaks ties to the lower index: in position order, the lower position.
+  best = tf.math.top_k(tf.gather(scores, order), k=k, sorted=False).indices
+  return tf.gather(order, best)
+
+
+def drop_slots(values, positions, n_drop):
+  """Array slots of the `n_drop` entries of smallest |value| (NaN go first).
+
+  Example:
+  >>> drop_slots(tf.constant([0.5, -0.1, 2.0]), tf.constant([7, 3, 1]), 1).numpy().tolist()
+  [1]
+  """
+  # finite_scores maps |NaN| to the lowest score: negated, it is dropped first.
+  scores = -finite_scores(tf.abs(tf.cast(values, tf.float32)))
+  return select_largest(scores, positions, n_drop,
+                        ties_to_higher=DROP_TIES_TO_HIGHER_POSITION)
+
+
+def rigl_grow(a, d, n_rows, n_cols, kept_sorted, k, block_elements=None):
+  """The `k` positions not in `kept_sorted` with the largest ``|a^T d|``.
+
+  Args:
+    a: the layer's inputs, float [M, n_rows], or int ids [M] (embedding: the
+      row of each example; a one-hot row of the kernel).
+    d: the loss gradient w.r.t. the layer's pre-activation output, [M, n_cols].
+      Rows of several batches / replicas are simply concatenated: the sum of
+      their gradients is ``concat(a)^T concat(d)``.
+    n_rows, n_cols: the dense kernel's shape (Python ints).
+    kept_sorted: ascending int positions that may not be grown.
+    k: how many to grow (int32 scalar); at most N - len(kept_sorted).
+    block_elements: bound on the scores of one block (rows * n_cols, at
+      least one row); default 2**21 (8 MiB). Peak extra memory is a few
+      blocks plus O(k + len(kept_sorted)).
+
+  Returns:
+    int64 [k] positions; ties go to the lower position, as in masks.py.
+
+  Example:
+  >>> a = tf.constant([[1., 0.]])          # one example, n_rows = 2
+  >>> d = tf.constant([[0., 2., 1.]])      # n_cols = 3
+  >>> rigl_grow(a, d, 2, 3, tf.constant([1], tf.int64), 1).numpy().tolist()
+  [2]
+  """
+  block_elements = int(block_elements or DEFAULT_BLOCK_ELEMENTS)
+  rows = max(1, min(n_rows, block_elements // n_cols))
+  n_blocks = -(-n_rows // rows)
+  block_size = rows * n_cols
+  d = tf.cast(d, tf.float32)
+  a = tf.convert_to_tensor(a)
+  ids = a.dtype.is_integer
+  if ids:
+    a = tf.cast(tf.reshape(a, [-1]), tf.int64)
+  else:
+    a = tf.pad(tf.cast(a, tf.float32), [[0, 0], [0, n_blocks * rows - n_rows]])
+  kept_sorted = tf.cast(kept_sorted, tf.int64)
+  k = tf.cast(k, tf.int32)
+  lowest = tf.constant(-float("inf"), tf.float32)
+  big = tf.constant(tf.float32.max, tf.float32)
+
+  def body(b, best_scores, best_positions):
+    first = tf.cast(b, tf.int64) * rows
+    if ids:
+      a_block = tf.one_hot(a - first, rows, dtype=tf.float32)  # [M, rows]
+    else:
+      a_block = tf.slice(a, [0, b * rows], [-1, rows])
+    scores = tf.abs(tf.matmul(a_block, d, transpose_a=True))  # [rows, n_cols]
+    # As finite_scores: NaN lowest, Inf largest finite; padding rows -inf.
+    real_row = tf.range(rows, dtype=tf.int64)[:, None] + first < n_rows
+    scores = tf.where(tf.math.is_nan(scores), -big, tf.minimum(scores, big))
+    scores = tf.reshape(tf.where(real_row, scores, lowest), [-1])
+    base = first * n_cols
+    lo = tf.searchsorted(kept_sorted, tf.reshape(base, [1]), out_type=tf.int64)[0]
+    hi = tf.searchsorted(kept_sorted, tf.reshape(base + block_size, [1]), out_type=tf.int64)[0]
+    kept_here = kept_sorted[lo:hi] - base
+    scores = tf.tensor_scatter_nd_update(
+        scores, kept_here[:, None], tf.fill(tf.shape(kept_here), lowest))
+    # Once k candidates are held, a block entry must beat the k-th best
+    # strictly: on a tie the held one has the lower position and wins.
+    full = tf.shape(best_scores)[0] >= k
+    threshold = tf.where(full, tf.reduce_min(tf.concat([best_scores, [big]], 0)), lowest)
+    where = tf.where(scores > threshold)[:, 0]
+    # Held entries first, then block entries in position order: top_k's
+    # "ties to the lower index" is "ties to the lower position".
+    merged_scores = tf.concat([best_scores, tf.gather(scores, where)], 0)
+    positions = tf.concat([best_positions, base + where], 0)
+    top = tf.math.top_k(merged_scores, k=tf.minimum(k, tf.shape(merged_scores)[0]), sorted=True)
+    return b + 1, top.values, tf.gather(positions, top.indices)
+
+  start = (tf.constant(0), tf.zeros([0], tf.float32), tf.zeros([0], tf.int64))
+  _, _, best = tf.while_loop(
+      lambda b, *_: b < n_blocks, body, start,
+      shape_invariants=(tf.TensorShape([]), tf.TensorShape([None]), tf.TensorShape([None])),
+      parallel_iterations=1)
+  return best
+
+
+def set_grow(size, kept_sorted, k, seed, nnz):
+  """`k` random positions not in `kept_sorted` (SET), O(nnz) memory.
+
+  Example:
+  >>> p = set_grow(10**6, tf.constant([3, 4], tf.int64), 5, (1, 2), nnz=7)
+  >>> len(set(p.numpy().tolist()) - {3, 4})
+  5
+  """
+  return sample_positions(size, k, seed, exclude=kept_sorted, bound=nnz)
+
+
+def reassign(indices, dropped, grown_positions):
+  """Which array slots take which new positions.
+
+  A dropped connection that is grown again keeps its slot, value and
+  optimizer state (as in the masked storage, where its mask never changes);
+  the other dropped slots take the other grown positions.
+
+  Returns:
+    (slots int32 [m], positions int64 [m]) with m <= len(dropped).
+
+  Example:
+  >>> slots, new = reassign(tf.constant([10, 11, 12]), tf.constant([0, 2]),
+  ...                       tf.constant([10, 20], tf.int64))
+  >>> slots.numpy().tolist(), new.numpy().tolist()
+  ([2], [20])
+  """
+  dropped_positions = tf.cast(tf.gather(indices, dropped), tf.int64)
+  grown_positions = tf.cast(grown_positions, tf.int64)
+  back = is_member(dropped_positions, tf.sort(grown_positions))
+  new = tf.logical_not(is_member(grown_positions, tf.sort(dropped_positions)))
+  return (tf.boolean_mask(tf.cast(dropped, tf.int32), tf.logical_not(back)),
+          tf.boolean_mask(grown_positions, new))
+
+
+def update(values, indices, size, drop_fraction, grow):
+  """One drop/grow step of a compressed weight.
+
+  Args:
+    values: float [nnz] current values.
+    indices: int [nnz] current flat positions.
+    size: dense size N (Python int).
+    drop_fraction: scalar in [0, 1].
+    grow: callable ``(kept_sorted int64, k int32) -> int64 [k] positions``
+      (`rigl_grow` or `set_grow` with their other arguments bound).
+
+  Returns:
+    (slots, positions): array slots whose connection is replaced, and the new
+    flat positions for them (int64), as `reassign` gives.
+
+  Example:
+  >>> values = tf.constant([0.1, 2.0])
+  >>> indices = tf.constant([0, 1])
+  >>> grow = lambda kept, k: tf.constant([2], tf.int64)[:k]
+  >>> slots, positions = update(values, indices, 4, 0.5, grow)
+  >>> slots.numpy().tolist(), positions.numpy().tolist()
+  ([0], [2])
+  """
+  nnz = tf.shape(indices)[0]
+  n_drop = drop_count(nnz, drop_fraction)
+  dropped = drop_slots(values, indices, n_drop)
+  still = tf.scatter_nd(dropped[:, None], tf.ones_like(dropped), [nnz]) < 1
+  kept_sorted = tf.sort(tf.cast(tf.boolean_mask(indices, still), tf.int64))
+  grown = grow(kept_sorted, n_drop)
+  return reassign(indices, dropped, grown)
