@@ -4,67 +4,22 @@ import numpy as np
 import tensorflow as tf
 
 from keras_rigl._keras import keras
+from keras_rigl.layers import kernels
 from keras_rigl.layers.base import CompressedLayer, _record, serialize
-
-
-# Entries of one chunk of the values gradient ([chunk, batch] floats, x2).
-_GRAD_CHUNK_ELEMENTS = 1 << 22
-
-
-def _values_gradient(x, dy, rows, cols):
-  """``dL/dvalues[k] = x[:, rows[k]] . dy[:, cols[k]]``, in chunks of entries.
-
-  TensorFlow's own gradient of SparseTensorDenseMatMul gathers two [nnz,
-  batch] tensors at once (more than the dense kernel once batch > 1 /
-  density); chunking bounds that to _GRAD_CHUNK_ELEMENTS.
-  """
-  x_t, dy_t = tf.transpose(x), tf.transpose(dy)  # [n_in, B], [n_out, B]
-  nnz = tf.shape(rows)[0]
-  chunk = tf.maximum(1, _GRAD_CHUNK_ELEMENTS // tf.maximum(tf.shape(x)[0], 1))
-  n_chunks = (nnz + chunk - 1) // chunk
-
-  def body(i, parts):
-    start = i * chunk
-    size = tf.minimum(chunk, nnz - start)
-    r, c = rows[start:start + size], cols[start:start + size]
-    return i + 1, parts.write(i, tf.reduce_sum(tf.gather(x_t, r) * tf.gather(dy_t, c), 1))
-
-  parts = tf.TensorArray(x.dtype, size=n_chunks, infer_shape=False)
-  _, parts = tf.while_loop(lambda i, _: i < n_chunks, body, (0, parts),
-                           parallel_iterations=1)
-  return tf.reshape(parts.concat(), [nnz])
 
 
 def _matmul(x, values, indices, n_in, n_out):
   """``x @ W`` for x [B, n_in] and W given by flat positions ``i * n_out + j``.
 
-  The one call site of the sparse kernel: forward and backward never build a
-  tensor of W's dense size (SparseTensorDenseMatMul for y and dL/dx, a
-  chunked gather-dot for dL/dvalues). Positions may be in any order.
+  The one call site of the sparse kernel: `kernels.sparse_matmul` with the
+  method its measured rule picks for this shape, batch and XLA context, except
+  ``"dense"``: forward and backward never build a tensor of W's dense size.
+  Positions may be in any order.
   """
-  # Index arithmetic in the stored dtype (int32 below 2**31 entries): only the
-  # [nnz, 2] int64 pairs the TF op needs stay alive until the backward pass.
-  rows = indices // n_out
-  w_t = tf.cast(tf.stack([indices - rows * n_out, rows], axis=1), tf.int64)
-  shape = tf.constant([n_out, n_in], tf.int64)
-
-  @tf.custom_gradient
-  def product(x, values):
-    # W^T as the sparse operand: y^T = W^T x^T, so the batch stays dense.
-    y_t = tf.raw_ops.SparseTensorDenseMatMul(
-        a_indices=w_t, a_values=values, a_shape=shape, b=x, adjoint_b=True)
-
-    def grad(dy):
-      dx_t = tf.raw_ops.SparseTensorDenseMatMul(
-          a_indices=w_t, a_values=values, a_shape=shape, b=dy, adjoint_a=True,
-          adjoint_b=True)
-      grad_rows = indices // n_out
-      return (tf.transpose(dx_t),
-              _values_gradient(x, dy, grad_rows, indices - grad_rows * n_out))
-
-    return tf.transpose(y_t), grad
-
-  return product(x, values)
+  method = kernels.choose_method(
+      n_in, n_out, int(indices.shape[0]), x.shape[0], xla=kernels.in_xla_context(),
+      allow_dense=False)
+  return kernels.sparse_matmul(x, values, indices, n_in, n_out, method=method)
 
 
 class _SparseMatmulLayer(CompressedLayer):

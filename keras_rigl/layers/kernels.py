@@ -115,7 +115,7 @@ def _device_type(x):
 
 
 def choose_method(n_in, n_out, nnz, batch, device="CPU", xla=False, dtype=tf.float32,
-                  ordered=False):
+                  ordered=False, allow_dense=True):
   """The method ``method="auto"`` uses for one call.
 
   The rule, read off ``benchmarks/sparse_kernels.py`` on a 2-core CPU
@@ -146,6 +146,8 @@ def choose_method(n_in, n_out, nnz, batch, device="CPU", xla=False, dtype=tf.flo
     xla: whether the call is compiled by XLA.
     dtype: the compute dtype.
     ordered: whether a precomputed `sort_order` is passed (cheap csr).
+    allow_dense: False never picks ``"dense"`` (compressed layers promise
+      that no tensor of the dense kernel's size exists).
 
   Example:
   >>> from keras_rigl.layers import kernels
@@ -159,7 +161,7 @@ def choose_method(n_in, n_out, nnz, batch, device="CPU", xla=False, dtype=tf.flo
   del device, dtype  # one rule for now; see the docstring
   size = int(n_in) * int(n_out)
   density = nnz / size if size else 1.0
-  small = size <= DENSE_LIMIT
+  small = size <= DENSE_LIMIT and allow_dense
   if xla:
     return "dense" if small and density > 0.01 else "gather"
   if batch == 1:
