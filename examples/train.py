@@ -95,6 +95,8 @@ flags.DEFINE_float("learning_rate", None, "Peak learning rate at this run's batc
 flags.DEFINE_float("weight_decay", None, "L2 coefficient: adds wd/2 * sum(w^2) of "
                    "every kernel to the loss.")
 flags.DEFINE_float("label_smoothing", None, "Label smoothing of the cross entropy.")
+flags.DEFINE_enum("lr_schedule", None, configs.LR_SCHEDULES, "step: the config's "
+                  "boundaries and decay; cosine: cosine decay to 0 at the end of the run.")
 flags.DEFINE_float("training_steps_multiplier", 1.0,
                    "Scales the training steps, the learning-rate warm-up and "
                    "boundaries and the mask-update / pruning steps (the paper's "
@@ -166,7 +168,7 @@ flags.register_multi_flags_validator(
 # Flags whose value, when given, replaces the config field of the same name.
 _CONFIG_FLAGS = ("model", "dataset", "method", "sparsity", "distribution",
                  "erk_power_scale", "batch_size", "eval_batch_size", "weight_decay",
-                 "label_smoothing", "update_freq", "drop_fraction",
+                 "label_smoothing", "lr_schedule", "update_freq", "drop_fraction",
                  "drop_fraction_schedule", "begin_step", "end_step", "pruning_begin_step",
                  "pruning_end_step", "pruning_freq", "eval_every")
 

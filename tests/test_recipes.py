@@ -177,3 +177,23 @@ def test_validate_returns_plan_and_names_the_setting(tmp_path):
     recipes.validate(config.replace(batch_size=70000), recipes.RunOptions())
   with pytest.raises(recipes.SetupError, match="--steps_per_epoch must be a positive"):
     recipes.validate(config, recipes.RunOptions(steps_per_epoch=0))
+
+
+def test_cosine_learning_rate_schedule():
+  schedule = recipes.WarmupCosineDecay(0.2, 100, warmup_steps=10)
+  values = [float(schedule(s)) for s in (0, 5, 10, 55, 100, 150)]
+  np.testing.assert_allclose(values, [0.0, 0.1, 0.2, 0.1, 0.0, 0.0], atol=1e-6)
+  again = recipes.WarmupCosineDecay.from_config(schedule.get_config())
+  assert again.get_config() == schedule.get_config()
+  with pytest.raises(ValueError, match="decay_steps"):
+    recipes.WarmupCosineDecay(0.1, 10, warmup_steps=10)
+
+
+def test_authors_mlp_recipe_config():
+  config = recipes.get_config("fashion_mnist_mlp_rigl_tf2")
+  assert (config.train_steps, config.batch_size, config.peak_learning_rate()) == (11719, 128, 0.2)
+  assert (config.lr_schedule, config.nesterov, config.weight_decay) == ("cosine", False, 2e-4)
+  assert (config.update_freq, config.drop_fraction, config.end_fraction) == (500, 0.3, 1.0)
+  assert (config.sparsity, config.distribution) == (0.98, "uniform")
+  with pytest.raises(ValueError, match="lr_schedule"):
+    config.replace(lr_schedule="linear")

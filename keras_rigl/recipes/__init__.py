@@ -4,7 +4,7 @@ Everything examples/train.py does is here, for your own scripts:
 
 * `configs`: the named setups (`get_config("imagenet_resnet50")`, `Config`).
 * `plan`: a config turned into step counts (`make_plan`, `Plan`).
-* `schedules`: the learning rate (`WarmupPiecewiseDecay`).
+* `schedules`: the learning rate (`WarmupPiecewiseDecay`, `WarmupCosineDecay`).
 * `losses`: label-smoothed cross entropy (`SparseCrossEntropy`).
 * `regularization`: weight decay and width in a model copy (`rebuild`).
 * `small_dense`: the small-dense baseline's width (`small_dense_width`).
@@ -59,6 +59,7 @@ from keras_rigl.recipes.regularization import rebuild
 from keras_rigl.recipes.runner import run
 from keras_rigl.recipes.runner import RunOptions
 from keras_rigl.recipes.runner import validate
+from keras_rigl.recipes.schedules import WarmupCosineDecay
 from keras_rigl.recipes.schedules import WarmupPiecewiseDecay
 from keras_rigl.recipes.small_dense import small_dense_width
 from keras_rigl.recipes.strategy import make_strategy

@@ -26,6 +26,7 @@ DATASETS = ("fashion_mnist", "cifar10", "imagenet2012")
 METHODS = ("dense", "small_dense", "static", "set", "rigl", "pruning")
 DISTRIBUTIONS = ("erk", "uniform", "er")
 LR_UNITS = ("epochs", "steps", "fraction")
+LR_SCHEDULES = ("step", "cosine")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +59,8 @@ class Config:
   lr_warmup: float = 0.0  # Linear warm-up from 0, in lr_unit.
   lr_boundaries: Tuple[float, ...] = ()  # In lr_unit.
   lr_decay: float = 0.1  # Factor applied at every boundary.
+  # "step": lr_boundaries / lr_decay; "cosine": to 0 at the end of the run.
+  lr_schedule: str = "step"
   # Loss.
   weight_decay: float = 0.0  # Adds weight_decay/2 * sum(w^2) per kernel.
   decay_depthwise: bool = True  # False: no weight decay on depthwise kernels.
@@ -114,6 +117,8 @@ class Config:
     need(self.epochs is None or self.epochs > 0, f"epochs must be > 0, got {self.epochs}.")
     need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}.")
     need(self.lr_unit in LR_UNITS, f"lr_unit must be one of {LR_UNITS}, got {self.lr_unit!r}.")
+    need(self.lr_schedule in LR_SCHEDULES,
+         f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}.")
     need(list(self.lr_boundaries) == sorted(self.lr_boundaries),
          f"lr_boundaries must be increasing, got {self.lr_boundaries}.")
     need(self.update_freq >= 1, f"update_freq must be >= 1, got {self.update_freq}.")
@@ -188,6 +193,20 @@ CONFIGS = {
         lr_decay=0.1, weight_decay=0.0, update_freq=100, drop_fraction=0.3,
         drop_fraction_schedule="cosine", end_fraction=0.75,
         pruning_begin_fraction=0.2, pruning_end_fraction=0.75),
+    # The MLP recipe of the authors' TF2 trainer (google-research/rigl,
+    # rigl_tf2/mlp_configs: 11719 steps = 25 epochs at batch 128, SGD momentum
+    # 0.9 at lr 0.2 with cosine decay to 0, L2 1e-4 as Keras l2(1e-4), i.e.
+    # 1e-4 * sum(w^2) = our weight_decay 2e-4, mask updates every 500 steps to
+    # the end with drop fraction 0.3 following the learning rate, 98% sparsity
+    # in every layer; their pruning baseline prunes from step 3000 to 7000 every
+    # 100 steps), on Fashion-MNIST.
+    "fashion_mnist_mlp_rigl_tf2": Config(
+        model="lenet300_100", dataset="fashion_mnist", sparsity=0.98,
+        distribution="uniform", batch_size=128, train_steps=11719,
+        learning_rate=0.2, lr_batch_size=128, momentum=0.9, nesterov=False,
+        lr_schedule="cosine", weight_decay=2e-4, update_freq=500,
+        drop_fraction=0.3, drop_fraction_schedule="cosine", end_fraction=1.0,
+        pruning_begin_step=3000, pruning_end_step=7000, pruning_freq=100),
 }
 DEFAULT = "fashion_mnist_lenet300_100"
 

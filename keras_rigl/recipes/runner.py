@@ -42,6 +42,7 @@ from keras_rigl.recipes.errors import SetupError
 from keras_rigl.recipes.inputs import make_datasets
 from keras_rigl.recipes.losses import SparseCrossEntropy
 from keras_rigl.recipes.plan import make_plan
+from keras_rigl.recipes.schedules import WarmupCosineDecay
 from keras_rigl.recipes.schedules import WarmupPiecewiseDecay
 from keras_rigl.recipes.small_dense import small_dense_width
 
@@ -252,8 +253,12 @@ def run(config, options, callbacks=()):
     with strategy.scope():
       model, reference = build_training_model(
           config, input_shape, info.num_classes, options.seed, small_dense_factor)
-      schedule = WarmupPiecewiseDecay(plan.peak_learning_rate, plan.warmup_steps,
-                                      plan.lr_boundaries, plan.lr_multipliers)
+      if config.lr_schedule == "cosine":
+        schedule = WarmupCosineDecay(plan.peak_learning_rate, plan.train_steps,
+                                     plan.warmup_steps)
+      else:
+        schedule = WarmupPiecewiseDecay(plan.peak_learning_rate, plan.warmup_steps,
+                                        plan.lr_boundaries, plan.lr_multipliers)
       optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum,
                                        nesterov=config.nesterov)
       metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]

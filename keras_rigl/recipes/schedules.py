@@ -1,4 +1,4 @@
-"""The authors' learning-rate schedule: linear warm-up, then step decay.
+"""The authors' learning-rate schedules: warm-up then step decay, or cosine decay.
 
 Example:
 >>> from keras_rigl.recipes.schedules import WarmupPiecewiseDecay
@@ -6,6 +6,8 @@ Example:
 >>> [round(float(lr(s)), 4) for s in (0, 5, 10, 30, 80)]
 [0.0, 0.8, 1.6, 0.16, 0.016]
 """
+
+import math
 
 import tensorflow as tf
 
@@ -56,3 +58,49 @@ class WarmupPiecewiseDecay(keras.optimizers.schedules.LearningRateSchedule):
   def get_config(self):
     return {"peak": self.peak, "warmup_steps": self.warmup_steps,
             "boundaries": list(self.boundaries), "multipliers": list(self.multipliers)}
+
+
+@keras.utils.register_keras_serializable(package="keras_rigl")
+class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
+  """Linear warm-up from 0, then a cosine decay to 0 at `decay_steps`.
+
+  ``lr(step) = peak * step / warmup_steps`` while ``step < warmup_steps``,
+  then ``peak * (1 + cos(pi * t / T)) / 2`` with ``t = step - warmup_steps``
+  and ``T = decay_steps - warmup_steps`` (0 from `decay_steps` on): the
+  schedule of the authors' TF2 trainer (``rigl_tf2``, Keras ``CosineDecay``
+  over the whole run), whose MLP recipe is the ``fashion_mnist_mlp_rigl_tf2``
+  config.
+
+  Args:
+    peak: the learning rate after warm-up.
+    decay_steps: the step at which the rate reaches 0 (the run's length).
+    warmup_steps: length of the linear warm-up (0: none).
+
+  Example:
+  >>> lr = WarmupCosineDecay(0.2, 100)
+  >>> [round(float(lr(s)), 4) for s in (0, 50, 100, 200)]
+  [0.2, 0.1, 0.0, 0.0]
+  """
+
+  def __init__(self, peak, decay_steps, warmup_steps=0):
+    super().__init__()
+    if int(decay_steps) < 1 or not 0 <= int(warmup_steps) < int(decay_steps):
+      raise ValueError(f"decay_steps ({decay_steps}) must be >= 1 and larger than "
+                       f"warmup_steps ({warmup_steps}), which must be >= 0.")
+    self.peak = float(peak)
+    self.decay_steps = int(decay_steps)
+    self.warmup_steps = int(warmup_steps)
+
+  def __call__(self, step):
+    step = tf.cast(tf.convert_to_tensor(step), tf.float32)
+    span = float(self.decay_steps - self.warmup_steps)
+    progress = tf.clip_by_value((step - self.warmup_steps) / span, 0.0, 1.0)
+    rate = self.peak * 0.5 * (1.0 + tf.cos(math.pi * progress))
+    if self.warmup_steps > 0:
+      rate = tf.where(step < self.warmup_steps,
+                      self.peak * step / self.warmup_steps, rate)
+    return rate
+
+  def get_config(self):
+    return {"peak": self.peak, "decay_steps": self.decay_steps,
+            "warmup_steps": self.warmup_steps}
