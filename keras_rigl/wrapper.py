@@ -462,6 +462,11 @@ class SparseWrapper(_L.Wrapper):
     object.__setattr__(self, "_taps", taps)
     return taps, True
 
+  @property
+  def gradient_taps(self):
+    """[GradientTap] per masked weight while a scheduler uses them, else None."""
+    return self._taps
+
   def disable_gradient_taps(self):
     """Stops feeding gradient taps (after the train function is made again)."""
     object.__setattr__(self, "_taps", None)
@@ -493,7 +498,9 @@ class SparseWrapper(_L.Wrapper):
       # `owner` is the layer itself, or the sublayer holding the weight (an
       # RNN cell, an attention projection): the layer's own call reads it there.
       for index, (owner, attribute, _, weight, mask) in enumerate(self._specs):
-        if taps is not None:
+        # Passes that record (RigL's gradient batch, SNIP) take gradients of
+        # the effective weights themselves: they must not feed the taps.
+        if taps is not None and records is None:
           effective = taps[index].product(_keras.variable_tensor(weight),
                                           _keras.variable_tensor(mask))
         else:

@@ -1,0 +1,227 @@
+"""SNFSScheduler (sparse momentum) and RigLScheduler(redistribution=...)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_rigl as kr
+from keras_rigl import _keras
+from keras_rigl._keras import keras
+from keras_rigl.redistribution import redistribute
+from keras_rigl.wrapper import capture_effective_weights
+from conftest import make_mlp, masked_pairs, sparse_ce
+
+
+def sparse_mlp(sparsity=0.8, distribution="uniform"):
+  keras.utils.set_random_seed(0)
+  return kr.sparsify(make_mlp(), sparsity, distribution)
+
+
+def wrappers(model):
+  return [l for l in model.layers if isinstance(l, kr.SparseWrapper)]
+
+
+def taps(model):
+  return [tap for layer in wrappers(model) for tap in layer.gradient_taps]
+
+
+def counts(model):
+  return [int(m.sum()) for _, m in masked_pairs(model)]
+
+
+def dense_gradients(model, x, y):
+  """dL/d(W * M) of every masked weight, by hand (what the taps should see)."""
+  with tf.GradientTape() as tape:
+    with capture_effective_weights() as records:
+      pred = model(x, training=True)
+    loss = sparse_ce()(y, pred)
+  return [np.asarray(g) for g in tape.gradient(loss, [r[2] for r in records])]
+
+
+def fit_one_batch(model, x, y, callback):
+  model.fit(x, y, batch_size=len(x), epochs=1, verbose=0, shuffle=False,
+            callbacks=[callback])
+
+
+def expected_masks(masks, weights, momenta, fraction, grow_counts=None):
+  """Numpy reference of one SNFS update (no ties in random data)."""
+  results = []
+  for i, (mask, w, m) in enumerate(zip(masks, weights, momenta)):
+    mask, w, m = mask.ravel(), np.abs(w.ravel()), np.abs(m.ravel())
+    active = np.flatnonzero(mask > 0)
+    n_drop = int(np.float32(len(active)) * np.float32(fraction))
+    dropped = active[np.argsort(w[active], kind="stable")[:n_drop]]
+    kept = mask > 0
+    kept[dropped] = False
+    candidates = np.flatnonzero(~kept)
+    n_grow = n_drop if grow_counts is None else grow_counts[i]
+    grown = candidates[np.argsort(-m[candidates], kind="stable")[:n_grow]]
+    new = kept.copy()
+    new[grown] = True
+    results.append(new.astype("float32"))
+  return results
+
+
+def test_momentum_is_the_ema_of_dense_gradients(toy_data):
+  x, y = toy_data
+  model = sparse_mlp()
+  model.compile(keras.optimizers.SGD(0.1), sparse_ce())
+  # A train function traced before SNFS does not feed the taps: it is re-made.
+  model.fit(x[:32], y[:32], batch_size=32, epochs=1, verbose=0)
+  snfs = kr.SNFSScheduler(update_freq=1, momentum=0.5, begin_step=100, end_step=100)
+  expected = None
+  for i in range(3):
+    xb, yb = x[32 * i:32 * (i + 1)], y[32 * i:32 * (i + 1)]
+    grads = dense_gradients(model, xb, yb)
+    expected = [0.5 * g for g in grads] if expected is None else \
+        [0.5 * e + 0.5 * g for e, g in zip(expected, grads)]
+    fit_one_batch(model, xb, yb, snfs)
+  assert snfs.updates == 0
+  for tap, want in zip(taps(model), expected):
+    np.testing.assert_allclose(tap.buffer.numpy(), want, rtol=1e-5, atol=1e-7)
+  # The dense gradient has entries where the mask is 0; the optimizer does not.
+  for (w, m), tap in zip(masked_pairs(model), taps(model)):
+    assert np.abs(tap.buffer.numpy()[m == 0]).sum() > 0
+    assert np.all(w[m == 0] == 0)
+
+
+def _preset_update(redistribution, scale):
+  """One SNFS update at step 1 from momentum buffers set by hand."""
+  rng = np.random.default_rng(3)
+  model = sparse_mlp()
+  model.compile(keras.optimizers.SGD(0.1, momentum=0.9), sparse_ce())
+  x = rng.normal(size=(16, 12)).astype("float32")
+  y = rng.integers(0, 3, 16).astype("int32")
+  snfs = kr.SNFSScheduler(update_freq=1, prune_rate=0.5, prune_rate_schedule="constant",
+                          redistribution=redistribution, begin_step=1, end_step=1)
+  fit_one_batch(model, x, y, snfs)  # Step 0: taps made, no update.
+  momenta = []
+  for tap, s in zip(taps(model), scale):
+    value = (s * rng.normal(size=tap.buffer.shape)).astype("float32")
+    tap.buffer.assign(value)
+    momenta.append(value)
+  before = masked_pairs(model)
+  fit_one_batch(model, x, y, snfs)  # The update at step 1, then a step.
+  assert snfs.updates == 1
+  return model, snfs, before, momenta
+
+
+def test_growth_picks_largest_momentum_without_redistribution():
+  model, snfs, before, momenta = _preset_update(False, [1.0, 1.0, 1.0])
+  want = expected_masks([m for _, m in before], [w for w, _ in before], momenta, 0.5)
+  for (_, got), expected, (_, old) in zip(masked_pairs(model), want, before):
+    np.testing.assert_array_equal(got.ravel(), expected)
+    assert got.sum() == old.sum()
+  assert snfs.last_mask_change > 0
+  assert snfs.count_history == [] and snfs.flops_history == []
+
+
+def test_redistribution_keeps_the_total_and_moves_counts():
+  # fc2's momentum is 100x the others': it takes most of the regrowth.
+  model, snfs, before, momenta = _preset_update(True, [1.0, 100.0, 1.0])
+  old_counts = [int(m.sum()) for _, m in before]
+  new_counts = counts(model)
+  assert sum(new_counts) == sum(old_counts)
+  assert new_counts[1] > old_counts[1]
+  assert new_counts[0] < old_counts[0] and new_counts[2] < old_counts[2]
+  # The split is the one `redistribute` gives for mean |m| over active weights.
+  n_drop = [int(np.float32(c) * np.float32(0.5)) for c in old_counts]
+  stats = [np.abs(m)[old > 0].mean() for m, (_, old) in zip(momenta, before)]
+  caps = [old.size - (c - d) for (_, old), c, d in zip(before, old_counts, n_drop)]
+  grow = redistribute(sum(n_drop), stats, caps).numpy()
+  assert new_counts == [c - d + g for c, d, g in zip(old_counts, n_drop, grow)]
+  want = expected_masks([m for _, m in before], [w for w, _ in before], momenta, 0.5, grow)
+  for (_, got), expected in zip(masked_pairs(model), want):
+    np.testing.assert_array_equal(got.ravel(), expected)
+  step, logged = snfs.count_history[-1]
+  assert step == 1 and list(logged.values()) == new_counts
+  assert snfs.flops_history[-1] == (1, pytest.approx(kr.count_flops(model).ratio))
+
+
+def small_convnet():
+  """A conv layer (FLOPs per weight: 16 positions) and a Dense (1 per weight)."""
+  keras.utils.set_random_seed(0)
+  model = keras.Sequential([keras.Input((6, 6, 1)),
+                            keras.layers.Conv2D(8, 3, activation="relu", name="conv"),
+                            keras.layers.Flatten(),
+                            keras.layers.Dense(3, name="logits")])
+  return kr.sparsify(model, 0.8, "uniform")
+
+
+def test_fit_counts_and_logs(toy_data, tmp_path):
+  x, y = toy_data
+  images = np.resize(x, (len(x), 6, 6, 1))
+  data = tf.data.Dataset.from_tensor_slices((images, y)).batch(32, drop_remainder=True)
+  model = small_convnet()
+  model.compile(keras.optimizers.SGD(0.1, momentum=0.9), sparse_ce())
+  initial = counts(model)
+  snfs = kr.SNFSScheduler(update_freq=2, prune_rate=0.5, end_step=12)
+  history = model.fit(data, epochs=2, verbose=0, callbacks=[snfs])
+  assert snfs.updates == 7
+  totals = [sum(c.values()) for _, c in snfs.count_history]
+  assert totals == [sum(initial)] * 7
+  assert counts(model) != initial  # Layer counts moved, the total did not.
+  assert history.history["active_weights"] == [sum(initial)] * 2
+  assert history.history["flops_ratio"][-1] == pytest.approx(kr.count_flops(model).ratio)
+  # Conv and Dense weights cost different FLOPs: moving counts moves FLOPs.
+  assert len({round(r, 6) for _, r in snfs.flops_history}) > 1
+  # The taps are not weights: the model saves and loads as before.
+  path = str(tmp_path / "snfs.keras")
+  model.save(path)
+  loaded = keras.models.load_model(path)
+  x = images[:32]
+  np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0),
+                             rtol=1e-5, atol=1e-6)
+
+
+def test_without_redistribution_layer_counts_stay(toy_dataset):
+  model = sparse_mlp(0.8, "erk")
+  model.compile(keras.optimizers.SGD(0.1, momentum=0.9), sparse_ce())
+  initial = counts(model)
+  snfs = kr.SNFSScheduler(update_freq=2, redistribution=False, end_step=12)
+  model.fit(toy_dataset, epochs=1, verbose=0, callbacks=[snfs])
+  assert snfs.updates == 4 and snfs.last_mask_change > 0
+  assert counts(model) == initial
+
+
+@pytest.mark.parametrize("kind", ["gradient", "momentum"])
+def test_rigl_redistribution_keeps_total_and_moves_counts(toy_dataset, kind):
+  model = sparse_mlp(0.8, "uniform")
+  model.compile(keras.optimizers.SGD(0.1, momentum=0.9), sparse_ce())
+  initial = counts(model)
+  rigl = kr.RigLScheduler(toy_dataset, update_freq=2, drop_fraction=0.5, end_step=12,
+                          redistribution=kind)
+  history = model.fit(toy_dataset, epochs=2, verbose=0, callbacks=[rigl])
+  assert rigl.updates == 7
+  assert [sum(c.values()) for _, c in rigl.count_history] == [sum(initial)] * 7
+  assert counts(model) != initial
+  assert history.history["flops_ratio"][-1] == pytest.approx(rigl.flops_history[-1][1])
+  assert (wrappers(model)[0].gradient_taps is not None) == (kind == "momentum")
+
+
+@pytest.mark.parametrize("make", [
+    lambda data: kr.SNFSScheduler(update_freq=2, prune_rate=0.5, end_step=12),
+    lambda data: kr.RigLScheduler(data, update_freq=2, end_step=12,
+                                  redistribution="momentum"),
+], ids=["snfs", "rigl_momentum"])
+def test_mirrored_replicas_hold_identical_masks(toy_data, mirrored_strategy, make):
+  x, y = toy_data
+  data = tf.data.Dataset.from_tensor_slices((x, y)).batch(32, drop_remainder=True)
+  with mirrored_strategy.scope():
+    model = sparse_mlp(0.8, "erk")
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9), sparse_ce())
+  initial = counts(model)
+  scheduler = make(data)
+  model.fit(data, epochs=2, verbose=0, callbacks=[scheduler])
+  assert scheduler.updates == 7
+  assert sum(counts(model)) == sum(initial) and counts(model) != initial
+
+  def replica_values(variable):
+    inner = getattr(variable, "value", variable) if _keras.IS_KERAS3 else variable
+    return [np.asarray(v) for v in inner.values]
+
+  for layer in wrappers(model):
+    for w, m in layer.masked_weights:
+      for variable in [w, m] + _keras.optimizer_slots(model.optimizer, w):
+        first, second = replica_values(variable)
+        np.testing.assert_array_equal(first, second)
