@@ -225,3 +225,44 @@ def test_mirrored_replicas_hold_identical_masks(toy_data, mirrored_strategy, mak
       for variable in [w, m] + _keras.optimizer_slots(model.optimizer, w):
         first, second = replica_values(variable)
         np.testing.assert_array_equal(first, second)
+
+
+@pytest.mark.parametrize("args", [
+    ["--method=snfs", "--prune_rate=0.4", "--snfs_momentum=0.8"],
+    ["--method=rigl", "--redistribution=gradient"],
+], ids=["snfs", "rigl_gradient"])
+def test_train_py(tmp_path, args):
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from examples import train  # pylint: disable=g-import-not-at-top
+  values = flags.FLAGS
+  values.unparse_flags()
+  try:
+    values(["train.py", "--verbose=0", "--train_steps=4", "--steps_per_epoch=2",
+            "--eval_steps=2", "--update_freq=2", "--batch_size=32",
+            f"--model_dir={tmp_path}", *args])
+    config, options = train.setup_from_flags(values)
+    report = train.run(config, options)
+  finally:
+    values.unparse_flags()
+  assert report["steps"] == 4
+  assert [u["step"] for u in report["mask_updates"]] == [0, 2]
+  assert report["sparsity"]["total"] == pytest.approx(0.9, abs=1e-3)
+  sparse_rows = [r for r in report["sparsity"]["layers"] if r["sparsity"] > 0]
+  assert report["history"][-1]["active_weights"] == sum(r["nnz"] for r in sparse_rows)
+  assert report["history"][-1]["flops_ratio"] == pytest.approx(
+      report["flops"]["inference_ratio"], rel=1e-4)
+  if args[0] == "--method=snfs":
+    assert report["setup"]["prune_rate"] == 0.4 and report["setup"]["snfs_momentum"] == 0.8
+    # 2 f_S + f_D per step up to end_step (3 of 4 steps), then 3 f_S.
+    ratio = report["flops"]["inference_ratio"]
+    want = (3 * (2 * ratio + 1) + 3 * ratio) / (4 * 3)
+    assert report["flops"]["training_ratio"] == pytest.approx(want, rel=1e-3)
+
+
+@pytest.mark.parametrize("module_name", ["snfs", "redistribution", "wrapper"])
+def test_docstring_examples_run(module_name):
+  import doctest  # pylint: disable=g-import-not-at-top
+  import importlib  # pylint: disable=g-import-not-at-top
+  module = importlib.import_module(f"keras_rigl.{module_name}")
+  result = doctest.testmod(module, verbose=False)
+  assert result.attempted > 0 and result.failed == 0
