@@ -30,12 +30,19 @@ def counts(model):
 
 
 def dense_gradients(model, x, y):
-  """dL/d(W * M) of every masked weight, by hand (what the taps should see)."""
+  """dL/d(W * M) of every masked weight, by hand (what the taps should see).
+
+  A shared layer's uses add up, in the order the weights first appear.
+  """
   with tf.GradientTape() as tape:
     with capture_effective_weights() as records:
       pred = model(x, training=True)
     loss = sparse_ce()(y, pred)
-  return [np.asarray(g) for g in tape.gradient(loss, [r[2] for r in records])]
+  totals = {}
+  for (layer, index, _), grad in zip(records, tape.gradient(loss, [r[2] for r in records])):
+    key = (id(layer), index)
+    totals[key] = totals.get(key, 0.0) + np.asarray(grad)
+  return list(totals.values())
 
 
 def fit_one_batch(model, x, y, callback):
@@ -62,9 +69,22 @@ def expected_masks(masks, weights, momenta, fraction, grow_counts=None):
   return results
 
 
-def test_momentum_is_the_ema_of_dense_gradients(toy_data):
+def shared_layer_model():
+  """One SparseWrapper used twice per step (on both halves of the input)."""
+  keras.utils.set_random_seed(0)
+  inputs = keras.Input((12,))
+  shared = kr.SparseWrapper(keras.layers.Dense(8, activation="relu", name="shared"), 0.5)
+  halves = [keras.layers.Lambda(lambda t, i=i: t[:, 6 * i:6 * (i + 1)])(inputs)
+            for i in range(2)]
+  joined = keras.layers.Concatenate()([shared(h) for h in halves])
+  outputs = kr.SparseWrapper(keras.layers.Dense(3, name="logits"), 0.5)(joined)
+  return keras.Model(inputs, outputs)
+
+
+@pytest.mark.parametrize("make", [sparse_mlp, shared_layer_model], ids=["mlp", "shared"])
+def test_momentum_is_the_ema_of_dense_gradients(toy_data, make):
   x, y = toy_data
-  model = sparse_mlp()
+  model = make()
   model.compile(keras.optimizers.SGD(0.1), sparse_ce())
   # A train function traced before SNFS does not feed the taps: it is re-made.
   model.fit(x[:32], y[:32], batch_size=32, epochs=1, verbose=0)
@@ -200,8 +220,8 @@ def test_rigl_redistribution_keeps_total_and_moves_counts(toy_dataset, kind):
 
 
 @pytest.mark.parametrize("make", [
-    lambda data: kr.SNFSScheduler(update_freq=2, prune_rate=0.5, end_step=12),
-    lambda data: kr.RigLScheduler(data, update_freq=2, end_step=12,
+    lambda data: kr.SNFSScheduler(update_freq=2, prune_rate=0.5, end_step=6),
+    lambda data: kr.RigLScheduler(data, update_freq=2, drop_fraction=0.5, end_step=6,
                                   redistribution="momentum"),
 ], ids=["snfs", "rigl_momentum"])
 def test_mirrored_replicas_hold_identical_masks(toy_data, mirrored_strategy, make):
@@ -212,8 +232,8 @@ def test_mirrored_replicas_hold_identical_masks(toy_data, mirrored_strategy, mak
     model.compile(keras.optimizers.SGD(0.1, momentum=0.9), sparse_ce())
   initial = counts(model)
   scheduler = make(data)
-  model.fit(data, epochs=2, verbose=0, callbacks=[scheduler])
-  assert scheduler.updates == 7
+  model.fit(data, epochs=1, verbose=0, callbacks=[scheduler])
+  assert scheduler.updates == 4
   assert sum(counts(model)) == sum(initial) and counts(model) != initial
 
   def replica_values(variable):
@@ -227,11 +247,8 @@ def test_mirrored_replicas_hold_identical_masks(toy_data, mirrored_strategy, mak
         np.testing.assert_array_equal(first, second)
 
 
-@pytest.mark.parametrize("args", [
-    ["--method=snfs", "--prune_rate=0.4", "--snfs_momentum=0.8"],
-    ["--method=rigl", "--redistribution=gradient"],
-], ids=["snfs", "rigl_gradient"])
-def test_train_py(tmp_path, args):
+def test_train_py_snfs(tmp_path):
+  args = ["--method=snfs", "--prune_rate=0.4", "--snfs_momentum=0.8"]
   from absl import flags  # pylint: disable=g-import-not-at-top
   from examples import train  # pylint: disable=g-import-not-at-top
   values = flags.FLAGS
@@ -251,12 +268,26 @@ def test_train_py(tmp_path, args):
   assert report["history"][-1]["active_weights"] == sum(r["nnz"] for r in sparse_rows)
   assert report["history"][-1]["flops_ratio"] == pytest.approx(
       report["flops"]["inference_ratio"], rel=1e-4)
-  if args[0] == "--method=snfs":
-    assert report["setup"]["prune_rate"] == 0.4 and report["setup"]["snfs_momentum"] == 0.8
-    # 2 f_S + f_D per step up to end_step (3 of 4 steps), then 3 f_S.
-    ratio = report["flops"]["inference_ratio"]
-    want = (3 * (2 * ratio + 1) + 3 * ratio) / (4 * 3)
-    assert report["flops"]["training_ratio"] == pytest.approx(want, rel=1e-3)
+  assert report["setup"]["prune_rate"] == 0.4 and report["setup"]["snfs_momentum"] == 0.8
+  # 2 f_S + f_D per step up to end_step (3 of 4 steps), then 3 f_S.
+  ratio = report["flops"]["inference_ratio"]
+  want = (3 * (2 * ratio + 1) + 3 * ratio) / (4 * 3)
+  assert report["flops"]["training_ratio"] == pytest.approx(want, rel=1e-3)
+
+
+@pytest.mark.parametrize("method,flag,kind", [
+    ("rigl", None, None), ("rigl", "gradient", "gradient"), ("rigl", "momentum", "momentum"),
+    ("snfs", None, "momentum"), ("snfs", "none", None)])
+def test_recipes_pass_redistribution(toy_dataset, method, flag, kind):
+  from keras_rigl.recipes import builders, configs, plan as plan_lib  # pylint: disable=g-import-not-at-top
+  config = configs.get_config("fashion_mnist_lenet300_100").replace(
+      method=method, redistribution=flag, prune_rate=0.3, snfs_momentum=0.7)
+  scheduler = builders.make_scheduler(
+      config, plan_lib.make_plan(config, kr.data.dataset_info("fashion_mnist")), toy_dataset)
+  assert scheduler.redistribution == kind
+  if method == "snfs":
+    assert isinstance(scheduler, kr.SNFSScheduler)
+    assert (scheduler.prune_rate, scheduler.momentum) == (0.3, 0.7)
 
 
 @pytest.mark.parametrize("module_name", ["snfs", "redistribution", "wrapper"])
