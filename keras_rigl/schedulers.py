@@ -551,8 +551,12 @@ class _DropGrowScheduler(_MaskScheduler):
                 for t, ok, n, d in zip(targets, finite, n_active, n_drop)]
     statistics = [tf.where(ok, self._layer_statistic(t, s, m), tf.constant(0.0, tf.float64))
                   for t, ok, s, m in zip(targets, finite, scores, masks)]
-    counts = _redistribution.redistribute(tf.add_n(n_drop), tf.stack(statistics),
-                                          tf.stack(capacity))
+    statistics = tf.stack(statistics)
+    counts = _redistribution.redistribute(tf.add_n(n_drop), statistics, tf.stack(capacity))
+    # No statistic at all (momentum not fed yet: step 0, a resumed run): no
+    # information to move counts by, so every layer regrows what it dropped.
+    counts = tf.where(tf.reduce_sum(statistics) > 0, counts,
+                      tf.cast(tf.stack(n_drop), counts.dtype))
     results = []
     for i, t in enumerate(targets):
       new_mask, grown = update_mask(masks[i], weights[i], scores[i], fractions[i],

@@ -50,7 +50,10 @@ class SNFSScheduler(_DropGrowScheduler):
 
   The momentum buffers are per-replica, non-trainable variables held by the
   wrappers (not saved with the model: a resumed run starts them from zero);
-  enabling them makes the model's train function be traced again once.
+  enabling them makes the model's train function be traced again once. An
+  update step that comes before any training step has fed the momentum
+  (step 0, or the first step of a resumed run) is skipped: there is nothing
+  to rank by yet.
   Masked storage only (`keras_rigl.sparsify`'s default); not under
   TPUStrategy (layer counts moving needs dynamic shapes).
 
@@ -84,7 +87,7 @@ class SNFSScheduler(_DropGrowScheduler):
   >>> snfs = kr.SNFSScheduler(update_freq=2, end_step=6)
   >>> history = model.fit(train, epochs=2, callbacks=[snfs], verbose=0)
   >>> snfs.updates, [sum(counts.values()) for _, counts in snfs.count_history]
-  (4, [91, 91, 91, 91])
+  (3, [91, 91, 91])
   """
 
   _schedule_arg = "prune_rate_schedule"
@@ -114,6 +117,17 @@ class SNFSScheduler(_DropGrowScheduler):
     self.prune_rate_schedule = prune_rate_schedule
     self.momentum = momentum
     self._tap_momentum = momentum  # Growth needs the momentum even without redistribution.
+
+  def _should_update(self, step):
+    if not super()._should_update(step):
+      return False
+    if self._update_fn is None:  # Taps made at the first on_train_begin.
+      if not getattr(self.model, "built", True):
+        return False
+      self._prepare(step)
+    # Growth ranks by momentum: an update before any training step has fed
+    # it (step 0, the first step of a resumed run) would rank zeros. Skip it.
+    return all(int(t.tap.last_step.numpy()) >= 0 for t in self._targets)
 
   def _feature(self):
     return "SNFS (SNFSScheduler)"
