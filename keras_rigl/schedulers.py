@@ -391,7 +391,8 @@ class _DropGrowScheduler(_MaskScheduler):
                grow_init="zeros", seed=0, redistribution=None):
     super().__init__(update_freq, begin_step, end_step, seed)
     owner = f"{type(self).__name__}: "
-    if not any(redistribution is c or redistribution == c for c in REDISTRIBUTION_CHOICES):
+    if redistribution is not None and not (isinstance(redistribution, str) and
+                                           redistribution in REDISTRIBUTION_CHOICES):
       raise ValueError(
           f"{owner}redistribution must be None, 'momentum' or 'gradient', got "
           f"{redistribution!r}; e.g. redistribution='momentum' (layer counts follow "

@@ -72,7 +72,9 @@ class GradientTap:
   (dense) and hands Keras the usual masked gradient. The first backward pass
   of a training step decays the buffer; further uses of a shared layer in the
   same step only add to it. Steps with a non-finite gradient (skipped
-  mixed-precision steps) leave it unchanged.
+  mixed-precision steps) leave it unchanged. Under loss scaling the gradient
+  is the scaled one: rankings and layer proportions at an update do not
+  change, but a change of the loss scale reweights older steps in the EMA.
 
   `buffer` is a per-replica variable (ON_READ, SUM): each replica adds its own
   gradient, and reading it in cross-replica context gives the sum over
