@@ -1,4 +1,4 @@
-r"""Trains a network with RigL, SET, static masks, pruning, or dense.
+r"""Trains a network with RigL, SET, SNFS, static masks, pruning, or dense.
 
 The defaults run the embedded demo: LeNet-300-100 on Fashion-MNIST (read
 offline from the Debian package), RigL at sparsity 0.9 with the ERK
@@ -8,6 +8,8 @@ sparsity, FLOPs and model size relative to dense) and save ``report.png`` and
 
   python examples/train.py
   python examples/train.py --method=set --sparsity=0.95 --distribution=uniform
+  python examples/train.py --method=snfs --prune_rate=0.5 --snfs_momentum=0.9
+  python examples/train.py --method=rigl --redistribution=momentum
 
 The authors' setups are named configs (keras_rigl.recipes.configs); explicit
 flags override single values:
@@ -77,7 +79,8 @@ flags.DEFINE_enum("method", None, configs.METHODS,
                   "dense: the plain model; small_dense: a narrower dense model "
                   "with the sparse model's number of kernel weights; static: "
                   "fixed random masks; set / rigl: dynamic sparse training; "
-                  "pruning: dense-to-sparse gradual magnitude pruning.")
+                  "pruning: dense-to-sparse gradual magnitude pruning; snfs: "
+                  "sparse momentum (Dettmers & Zettlemoyer).")
 flags.DEFINE_float("sparsity", None, "Overall sparsity of the sparse layers, in [0, 1).")
 flags.DEFINE_enum("distribution", None, configs.DISTRIBUTIONS,
                   "How sparsity is spread over layers.")
@@ -116,6 +119,16 @@ flags.DEFINE_integer("pruning_begin_step", None, "First pruning step.", lower_bo
 flags.DEFINE_integer("pruning_end_step", None, "Step at which pruning reaches the "
                      "target sparsity.", lower_bound=0)
 flags.DEFINE_integer("pruning_freq", None, "Steps between pruning steps.", lower_bound=1)
+# Sparse momentum (--method=snfs) and layer-wise redistribution (rigl, snfs).
+flags.DEFINE_string("redistribution", None,
+                    "none, momentum or gradient: regrow each update's total across "
+                    "layers in proportion to their mean |momentum| / |gradient| "
+                    "(layer counts move, the total stays). Default: none for rigl, "
+                    "momentum for snfs.")
+flags.DEFINE_float("prune_rate", None, "snfs: initial fraction of each layer's active "
+                   "weights pruned per update (decays with --drop_fraction_schedule).")
+flags.DEFINE_float("snfs_momentum", None, "snfs: EMA coefficient of the dense gradient, "
+                   "in [0, 1).")
 flags.DEFINE_integer("seed", 0, "Seed of initial weights, masks and data order.")
 # Where and how.
 flags.DEFINE_enum("strategy", "auto", STRATEGIES,
@@ -171,6 +184,7 @@ _CONFIG_FLAGS = ("model", "dataset", "method", "sparsity", "distribution",
                  "label_smoothing", "lr_schedule", "update_freq", "drop_fraction",
                  "drop_fraction_schedule", "begin_step", "end_step", "pruning_begin_step",
                  "pruning_end_step", "pruning_freq", "eval_every")
+_CONFIG_FLAGS += ("redistribution", "prune_rate", "snfs_momentum")
 
 flags.DEFINE_bool("tf_verbose", False, "Show TensorFlow's C++ info/warning log lines "
                   "(hidden by default; TF_CPP_MIN_LOG_LEVEL, if set, wins).")

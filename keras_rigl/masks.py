@@ -164,7 +164,7 @@ def _drop_positions(drop_scores, active, count, max_count):
 
 
 def update_mask(mask, weights, grow_scores, drop_fraction, drop_scores=None,
-                max_update=None):
+                max_update=None, grow_count=None):
   """One RigL drop/grow step on a single mask.
 
   Drops the ``n_drop = drop_count(n_active, drop_fraction)`` active
@@ -183,6 +183,11 @@ def update_mask(mask, weights, grow_scores, drop_fraction, drop_scores=None,
     drop_scores: optional tensor of the same shape; default |weights * mask|.
     max_update: optional static int bound on the number of connections that
       move; makes every shape static (XLA/TPU). Must be >= the real count.
+    grow_count: optional int (or int32 scalar tensor) number of connections to
+      grow instead of ``n_drop`` (layer-wise redistribution: SNFS, RigL with
+      `redistribution`); clipped to the positions that are not kept. The
+      number of ones then changes by ``grow_count - n_drop``. Not with
+      `max_update`.
 
   Returns:
     (new_mask, grown): new_mask has mask's dtype; grown is a boolean tensor,
@@ -210,7 +215,14 @@ def update_mask(mask, weights, grow_scores, drop_fraction, drop_scores=None,
   dropped = _drop_positions(drop_scores, active, n_drop, max_update)
   kept = tf.logical_and(active, tf.logical_not(dropped))
   # Grow: the n_drop best of everything not kept (dropped ones included).
-  grown_positions = _positions(grow_scores, tf.logical_not(kept), n_drop, max_update)
+  n_grow = n_drop
+  if grow_count is not None:
+    if max_update is not None:
+      raise ValueError("update_mask: grow_count and max_update cannot be combined; "
+                       "pass one of them.")
+    free = tf.size(kept) - (n_active - n_drop)
+    n_grow = tf.clip_by_value(tf.cast(grow_count, tf.int32), 0, free)
+  grown_positions = _positions(grow_scores, tf.logical_not(kept), n_grow, max_update)
   new_active = tf.logical_or(kept, grown_positions)
   grown = tf.logical_and(new_active, tf.logical_not(active))
   new_mask = tf.reshape(tf.cast(new_active, mask.dtype), shape)

@@ -23,9 +23,11 @@ import numpy as np
 import tensorflow as tf
 
 from keras_rigl import _keras
+from keras_rigl import flops as _flops
+from keras_rigl import redistribution as _redistribution
 from keras_rigl._keras import keras
 from keras_rigl.layers.scheduling import CompressedUpdater
-from keras_rigl.masks import name_seed, prune_mask, update_mask
+from keras_rigl.masks import drop_count, name_seed, prune_mask, update_mask
 from keras_rigl.schedules import (drop_fraction_at, is_update_step,
                                   parse_drop_fraction_schedule,
                                   polynomial_sparsity)
@@ -33,6 +35,10 @@ from keras_rigl.surgery import walk_layers
 from keras_rigl.wrapper import SparseWrapper, capture_effective_weights
 
 GROW_INIT_CHOICES = ("zeros", "random_normal", "random_uniform")
+# Layer-wise redistribution of the regrown count (RigL's `redistribution`).
+REDISTRIBUTION_CHOICES = (None, "momentum", "gradient")
+# Momentum of the dense-gradient EMA behind redistribution="momentum" (SNFS's).
+REDISTRIBUTION_MOMENTUM = 0.9
 # Fraction of a run's steps after which RigL stops updating masks (the paper).
 DEFAULT_END_FRACTION = 0.75
 # Callable schedules are checked at every update step of the window up to this
@@ -82,6 +88,7 @@ class _Target:
     self.size = int(np.prod(weight.shape))
     self.slots = []
     self.max_update = None  # Static bound on moved connections (TPU).
+    self.tap = None  # Its wrapper's GradientTap, when a scheduler enables one.
 
 
 class _MaskScheduler(keras.callbacks.Callback):
@@ -194,6 +201,7 @@ class _MaskScheduler(keras.callbacks.Callback):
         self._built_for[0] is model and self._built_for[1] is optimizer):
       return
     self._targets = self._find_targets()
+    self._prepare_targets()
     with model.distribute_strategy.scope():
       slots_ready = _keras.build_optimizer(optimizer, model.trainable_variables)
     self._build_update()
@@ -201,6 +209,9 @@ class _MaskScheduler(keras.callbacks.Callback):
     self._slots_pending = not slots_ready
     if slots_ready:
       self._trace(step)
+
+  def _prepare_targets(self):
+    """Per-model set-up once the targets are known (hook)."""
 
   def _trace(self, step):
     with self.model.distribute_strategy.scope():
@@ -343,6 +354,7 @@ class _MaskScheduler(keras.callbacks.Callback):
     self.last_mask_change = float(change)
     self.last_update_step = step
     self.updates += 1
+    self._after_update(step)
     finite = np.asarray(finite)
     if not finite.all():
       names = [t.name for t, ok in zip(self._targets, finite) if not ok]
@@ -355,6 +367,9 @@ class _MaskScheduler(keras.callbacks.Callback):
 
   def _non_finite_source(self):
     return "its weights"
+
+  def _after_update(self, step):
+    """Bookkeeping after an update has run (hook)."""
 
   def _log(self, step, logs):
     if logs is not None:
@@ -369,12 +384,26 @@ class _DropGrowScheduler(_MaskScheduler):
   """Drop by magnitude, grow by a score: the common part of RigL and SET."""
 
   _compressed_grow = "rigl"  # Compressed storage hook: how they grow.
+  _schedule_arg = "drop_fraction_schedule"  # Its name in error messages.
 
   def __init__(self, update_freq=100, drop_fraction=0.3,
                drop_fraction_schedule="cosine", begin_step=0, end_step=None,
-               grow_init="zeros", seed=0):
+               grow_init="zeros", seed=0, redistribution=None):
     super().__init__(update_freq, begin_step, end_step, seed)
     owner = f"{type(self).__name__}: "
+    if redistribution is not None and not (isinstance(redistribution, str) and
+                                           redistribution in REDISTRIBUTION_CHOICES):
+      raise ValueError(
+          f"{owner}redistribution must be None, 'momentum' or 'gradient', got "
+          f"{redistribution!r}; e.g. redistribution='momentum' (layer counts follow "
+          "the mean |momentum| of their dense gradients) or None (fixed counts).")
+    self.redistribution = redistribution
+    # Momentum of the per-step dense-gradient EMA, None if none is needed.
+    self._tap_momentum = REDISTRIBUTION_MOMENTUM if redistribution == "momentum" else None
+    # With redistribution: [(step, inference FLOPs ratio)] and
+    # [(step, {weight name: active count})] after every update.
+    self.flops_history = []
+    self.count_history = []
     self.drop_fraction = _check_fraction("drop_fraction", drop_fraction, owner=owner)
     parse_drop_fraction_schedule(drop_fraction_schedule)
     if not isinstance(grow_init, str) or grow_init not in GROW_INIT_CHOICES:
@@ -400,7 +429,7 @@ class _DropGrowScheduler(_MaskScheduler):
       fraction = None
     if fraction is None or not 0.0 <= fraction <= 1.0:  # NaN fails too.
       raise ValueError(
-          f"{type(self).__name__}: drop_fraction_schedule returned {value!r} at step "
+          f"{type(self).__name__}: {self._schedule_arg} returned {value!r} at step "
           f"{step}; it must return a fraction in [0, 1] at every update step (e.g. "
           "clip it: lambda step: min(max(f(step), 0.0), 1.0)).")
     return fraction
@@ -430,6 +459,10 @@ class _DropGrowScheduler(_MaskScheduler):
     super()._log(step, logs)
     if logs is not None:
       logs["drop_fraction"] = self.current_drop_fraction(step, check=False)
+      if self.count_history:
+        logs["active_weights"] = sum(self.count_history[-1][1].values())
+      if self.flops_history and self.flops_history[-1][1] is not None:
+        logs["flops_ratio"] = self.flops_history[-1][1]
 
   def _grow_scores(self, step, source):
     raise NotImplementedError
@@ -440,6 +473,8 @@ class _DropGrowScheduler(_MaskScheduler):
   def _new_masks(self, step, argument):
     drop_fraction, source = argument
     scores = self._grow_scores(step, source)
+    if self.redistribution is not None:  # Layer counts move (SNFS, RigL option).
+      return self._redistributed_masks(drop_fraction, scores)
     results = []
     for t, score in zip(self._targets, scores):
       new_mask, grown = update_mask(
@@ -447,6 +482,100 @@ class _DropGrowScheduler(_MaskScheduler):
           score, drop_fraction, max_update=t.max_update)
       results.append((new_mask, grown, tf.reduce_all(tf.math.is_finite(score))))
     return results
+
+  # --- layer-wise redistribution --------------------------------------------
+
+  def _prepare_targets(self):
+    if self.redistribution is None and self._tap_momentum is None:
+      return
+    name, what = type(self).__name__, self._feature()
+    if self._compressed:
+      raise ValueError(
+          f"{name}: {what} is not supported with compressed storage (keras_rigl.layers "
+          "such as SparseDense); sparsify with storage=\"masked\" (the default) to "
+          "train it.")
+    strategy = self.model.distribute_strategy
+    if self.static_shapes or isinstance(strategy, tf.distribute.TPUStrategy):
+      raise ValueError(
+          f"{name}: {what} moves layer counts, which needs dynamic shapes; it does not "
+          "run with static_shapes=True or under TPUStrategy. Use a GPU/CPU strategy "
+          "or redistribution=None.")
+    if self._tap_momentum is not None:
+      self._enable_gradient_taps()
+
+  def _feature(self):
+    """How errors name what needs redistribution / gradient taps."""
+    return f"redistribution={self.redistribution!r}"
+
+  def _enable_gradient_taps(self):
+    """Makes every wrapper feed a dense-gradient EMA from the training pass."""
+    model = self.model
+    created = False
+    taps = {}
+    with model.distribute_strategy.scope():
+      for t in self._targets:
+        if id(t.wrapper) not in taps:
+          taps[id(t.wrapper)], new = t.wrapper.enable_gradient_taps(
+              self._tap_momentum, model.optimizer.iterations)
+          created = created or new
+        t.tap = taps[id(t.wrapper)][t.index]
+    if created:
+      # A train function traced before (an earlier fit) does not feed the new
+      # taps: make it again (Keras 3 and tf_keras both read the attribute at
+      # every step).
+      function = model.make_train_function(force=True)
+      if function is not None:
+        model.train_function = function
+
+  def _momentum(self, target):
+    """The dense-gradient EMA of `target`, summed over replicas."""
+    return tf.convert_to_tensor(target.tap.buffer)
+
+  def _layer_statistic(self, target, score, mask):
+    source = self._momentum(target) if self.redistribution == "momentum" else score
+    return _redistribution.mean_abs_over_active(source, mask)
+
+  def _redistributed_masks(self, drop_fraction, scores):
+    """Drop per layer; regrow the total, split by the layers' statistics."""
+    targets = self._targets
+    masks = [_keras.variable_tensor(t.mask) for t in targets]
+    weights = [_keras.variable_tensor(t.weight) for t in targets]
+    finite = [tf.logical_and(tf.reduce_all(tf.math.is_finite(s)),
+                             tf.reduce_all(tf.math.is_finite(w)))
+              for s, w in zip(scores, weights)]
+    # A layer with NaN/Inf is skipped: it neither drops nor grows.
+    fractions = [tf.where(ok, tf.cast(drop_fraction, tf.float64), tf.constant(0.0, tf.float64))
+                 for ok in finite]
+    n_active = [tf.reduce_sum(tf.cast(m > 0, tf.int32)) for m in masks]
+    n_drop = [drop_count(n, f) for n, f in zip(n_active, fractions)]
+    capacity = [tf.where(ok, t.size - (n - d), 0)
+                for t, ok, n, d in zip(targets, finite, n_active, n_drop)]
+    statistics = [tf.where(ok, self._layer_statistic(t, s, m), tf.constant(0.0, tf.float64))
+                  for t, ok, s, m in zip(targets, finite, scores, masks)]
+    statistics = tf.stack(statistics)
+    counts = _redistribution.redistribute(tf.add_n(n_drop), statistics, tf.stack(capacity))
+    # No statistic at all (momentum not fed yet: step 0, a resumed run): no
+    # information to move counts by, so every layer regrows what it dropped.
+    counts = tf.where(tf.reduce_sum(statistics) > 0, counts,
+                      tf.cast(tf.stack(n_drop), counts.dtype))
+    results = []
+    for i, t in enumerate(targets):
+      new_mask, grown = update_mask(masks[i], weights[i], scores[i], fractions[i],
+                                    grow_count=counts[i])
+      results.append((new_mask, grown, finite[i]))
+    return results
+
+  def _after_update(self, step):
+    if self.redistribution is None:
+      return
+    counts = {t.name: int(np.sum(np.asarray(_keras.variable_tensor(t.mask)) > 0))
+              for t in self._targets}
+    self.count_history.append((step, counts))
+    try:
+      ratio = float(_flops.count_flops(self.model).ratio)
+    except (TypeError, ValueError):
+      ratio = None  # A model count_flops cannot read (e.g. subclassed).
+    self.flops_history.append((step, ratio))
 
   def _compressed_update(self, step, argument):
     # RigL's _grow_scores (same trace, called just before) leaves the
@@ -515,9 +644,25 @@ class RigLScheduler(_DropGrowScheduler):
       the standard deviation of the layer's surviving weights).
     grad_accumulation_steps: batches whose gradients are summed per update.
     seed: seed of the random parts (random grow_init).
+    redistribution: None (default: every layer keeps its count), "gradient"
+      or "momentum". With one of these, each layer still drops
+      ``floor(n_active * drop_fraction)`` weights by magnitude, but the total
+      dropped is regrown across layers in proportion to a per-layer
+      statistic of its active weights (the reproducibility report's
+      redistribution experiment, SNFS's rule): "gradient" is the mean
+      ``|dL/dW|`` on the update's batch (no extra cost), "momentum" the mean
+      ``|EMA of dL/dW|`` (momentum 0.9) of the dense gradient of every
+      training step (see `keras_rigl.SNFSScheduler`). A layer takes at most
+      its free positions; the rest goes to the others. The total count of
+      ones over all sparse weights stays exact while layer counts (and so the
+      inference FLOPs) move: `count_history` and `flops_history` hold
+      ``(step, {weight: active count})`` and ``(step, inference FLOPs
+      ratio)`` after every update. Masked storage only.
 
   Logs ``drop_fraction``, ``mask_change`` (fraction of mask entries that
-  changed at the last update) and ``skipped_updates`` into the epoch logs.
+  changed at the last update) and ``skipped_updates`` into the epoch logs;
+  with `redistribution`, also ``active_weights`` (total count of ones) and
+  ``flops_ratio`` (inference FLOPs / dense after the last update).
 
   Example:
   >>> import numpy as np, tensorflow as tf, keras_rigl as kr
@@ -536,9 +681,10 @@ class RigLScheduler(_DropGrowScheduler):
 
   def __init__(self, data, update_freq=100, drop_fraction=0.3,
                drop_fraction_schedule="cosine", begin_step=0, end_step=None,
-               grow_init="zeros", grad_accumulation_steps=1, seed=0):
+               grow_init="zeros", grad_accumulation_steps=1, seed=0,
+               redistribution=None):
     super().__init__(update_freq, drop_fraction, drop_fraction_schedule, begin_step,
-                     end_step, grow_init, seed)
+                     end_step, grow_init, seed, redistribution=redistribution)
     self.grad_accumulation_steps = _check_int("grad_accumulation_steps",
                                               grad_accumulation_steps, 1,
                                               "RigLScheduler: ")

@@ -16,6 +16,7 @@ Example:
 
 from keras_rigl import models as _models
 from keras_rigl import schedulers as _schedulers
+from keras_rigl import snfs as _snfs
 from keras_rigl import surgery as _surgery
 from keras_rigl._keras import keras
 from keras_rigl.recipes.regularization import _depthwise_types
@@ -96,6 +97,10 @@ def build_training_model(config, input_shape, num_classes, seed=0,
 def make_scheduler(config, plan, data=None, seed=0):
   """The mask callback of the method (None for dense, small_dense, static).
 
+  snfs: `SNFSScheduler` with `prune_rate`, `snfs_momentum`, the config's
+  update frequency, drop-fraction schedule (as the prune-rate schedule) and
+  window; rigl passes `redistribution` through.
+
   `plan` is the run's `Plan` (its begin/end steps); `data` the batches RigL
   takes its gradients from (needed for "rigl" only).
 
@@ -113,7 +118,14 @@ def make_scheduler(config, plan, data=None, seed=0):
         data, update_freq=config.update_freq, drop_fraction=config.drop_fraction,
         drop_fraction_schedule=config.drop_fraction_schedule,
         begin_step=plan.begin_step, end_step=end_step, grow_init=config.grow_init,
-        seed=seed)
+        seed=seed, redistribution=None if config.redistribution in (None, "none")
+        else config.redistribution)
+  if config.method == "snfs":
+    return _snfs.SNFSScheduler(
+        update_freq=config.update_freq, prune_rate=config.prune_rate,
+        prune_rate_schedule=config.drop_fraction_schedule,
+        momentum=config.snfs_momentum, redistribution=config.redistribution != "none",
+        begin_step=plan.begin_step, end_step=end_step, seed=seed)
   if config.method == "set":
     return _schedulers.SETScheduler(
         update_freq=config.update_freq, drop_fraction=config.drop_fraction,

@@ -23,10 +23,12 @@ from keras_rigl.schedules import parse_drop_fraction_schedule
 MODELS = ("lenet300_100", "lenet5", "wide_resnet_22_2", "resnet50",
           "mobilenet_v1", "mobilenet_v2")
 DATASETS = ("fashion_mnist", "cifar10", "imagenet2012")
-METHODS = ("dense", "small_dense", "static", "set", "rigl", "pruning")
+METHODS = ("dense", "small_dense", "static", "set", "rigl", "pruning", "snfs")
 DISTRIBUTIONS = ("erk", "uniform", "er")
 LR_UNITS = ("epochs", "steps", "fraction")
 LR_SCHEDULES = ("step", "cosine")
+# Layer-wise redistribution (rigl: default "none"; snfs: default "momentum").
+REDISTRIBUTIONS = ("none", "momentum", "gradient")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +79,13 @@ class Config:
   end_step: Optional[int] = None  # None: end_fraction of the run.
   end_fraction: float = 0.75
   grow_init: str = "zeros"
+  # Layer-wise redistribution of the regrown count: None is the method's own
+  # default ("none" for rigl, "momentum" for snfs).
+  redistribution: Optional[str] = None
+  # Sparse momentum (snfs): initial prune rate (decays with
+  # drop_fraction_schedule) and the EMA coefficient of the dense gradient.
+  prune_rate: float = 0.5
+  snfs_momentum: float = 0.9
   # Gradual magnitude pruning (Zhu & Gupta) baseline.
   pruning_begin_step: Optional[int] = None  # None: pruning_begin_fraction.
   pruning_end_step: Optional[int] = None  # None: pruning_end_fraction.
@@ -142,7 +151,28 @@ class Config:
     need(self.pruning_freq is None or self.pruning_freq >= 1,
          f"pruning_freq must be >= 1, got {self.pruning_freq}.")
     parse_drop_fraction_schedule(self.drop_fraction_schedule)  # ValueError if bad.
+    self._check_snfs()
     return self
+
+  def _check_snfs(self):
+    """--method=snfs and --redistribution values and combinations."""
+    redistribution = self.redistribution
+    if redistribution is not None and redistribution not in REDISTRIBUTIONS:
+      raise ValueError(f"--redistribution={redistribution!r} is unknown; use one of "
+                       f"{REDISTRIBUTIONS}.")
+    if redistribution is not None and self.method not in ("rigl", "snfs"):
+      raise ValueError(f"--redistribution applies to --method=rigl or --method=snfs, not "
+                       f"--method={self.method}; drop --redistribution or change --method.")
+    if self.method == "snfs" and redistribution == "gradient":
+      raise ValueError("--method=snfs redistributes by momentum: use "
+                       "--redistribution=momentum (the default) or none; 'gradient' is "
+                       "for --method=rigl.")
+    if not 0.0 <= self.prune_rate <= 1.0:
+      raise ValueError(f"--prune_rate must be in [0, 1], got {self.prune_rate}; e.g. 0.5 "
+                       "(SNFS's default).")
+    if not 0.0 <= self.snfs_momentum < 1.0:
+      raise ValueError(f"--snfs_momentum must be in [0, 1), got {self.snfs_momentum}; e.g. "
+                       "0.9 (SNFS's default).")
 
 
 def _imagenet(model, warmup, boundaries, **kwargs):

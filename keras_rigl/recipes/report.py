@@ -38,7 +38,7 @@ from keras_rigl.surgery import SparsityReport, SparsityRow
 
 # How each training method is charged in kr.training_flops.
 FLOPS_METHOD = {"dense": "dense", "small_dense": "dense", "static": "static",
-                "set": "set", "rigl": "rigl", "pruning": "pruning"}
+                "set": "set", "rigl": "rigl", "pruning": "pruning", "snfs": "snfs"}
 
 
 def build_report(model, reference, *, method, steps, batch_size, update_freq=100,
@@ -68,7 +68,7 @@ def build_report(model, reference, *, method, steps, batch_size, update_freq=100
   dense_count = _flops.count_flops(reference)
   flops_method = FLOPS_METHOD[method]
   kwargs = {}
-  if flops_method == "rigl":
+  if flops_method in ("rigl", "snfs"):
     kwargs = dict(update_freq=update_freq, end_step=end_step)
   elif flops_method == "pruning":
     end = steps if pruning_end_step is None else pruning_end_step

@@ -153,7 +153,7 @@ def validate(config, options):
         f"--batch_size={config.batch_size} is larger than the {config.dataset} "
         f"training set ({info.num_train} examples); use at most {info.num_train}.")
   plan = make_plan(config, info, o.steps_per_epoch, o.training_steps_multiplier)
-  if config.method in ("rigl", "set") and plan.end_step < plan.begin_step:
+  if config.method in ("rigl", "set", "snfs") and plan.end_step < plan.begin_step:
     raise SetupError(
         f"--end_step={plan.end_step} is before --begin_step={plan.begin_step}: "
         f"{config.method} would make no mask update; set --end_step >= "
@@ -163,7 +163,7 @@ def validate(config, options):
         f"--pruning_end_step={plan.pruning_end_step} is before "
         f"--pruning_begin_step={plan.pruning_begin_step}; set --pruning_end_step "
         ">= --pruning_begin_step.")
-  if o.steps_per_execution > 1 and config.method in ("set", "rigl", "pruning"):
+  if o.steps_per_execution > 1 and config.method in ("set", "rigl", "pruning", "snfs"):
     flag, freq = "update_freq", config.update_freq
     if config.method == "pruning":
       flag, freq = "pruning_freq", plan.pruning_freq

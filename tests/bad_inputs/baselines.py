@@ -57,3 +57,57 @@ ROWS += [
     BadInput("snip/sparsity", lambda: kr.snip(_lenet(), _toy_data(), 1.0, loss=_ce()),
              ValueError, ("sparsity", "[0, 1)"), "SNIP sparsity of 1."),
 ]
+
+
+def _data12():
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  x = np.random.default_rng(0).normal(size=(16, 12)).astype("float32")
+  return tf.data.Dataset.from_tensor_slices((x, (x[:, 0] > 0).astype("int32"))).batch(8)
+
+
+def _fit_compressed(callback):
+  """A compressed-storage MLP fitted for 2 steps with `callback`."""
+  keras = kr.keras
+  model = kr.sparsify(keras.Sequential([keras.Input((12,)), keras.layers.Dense(8, name="fc1"),
+                                        keras.layers.Dense(2, name="logits")]),
+                      0.8, "uniform", storage="compressed")
+  model.compile("sgd", _ce())
+  model.fit(_data12(), epochs=1, verbose=0, callbacks=[callback])
+
+
+ROWS += [
+    BadInput("snfs/prune_rate_above_one", lambda: kr.SNFSScheduler(prune_rate=1.5), ValueError,
+             ("prune_rate", "[0, 1]"), "SNFSScheduler(prune_rate=1.5)."),
+    BadInput("snfs/prune_rate_string", lambda: kr.SNFSScheduler(prune_rate="0.5"), ValueError,
+             ("prune_rate", "float"), "prune_rate given as a string."),
+    BadInput("snfs/momentum_one", lambda: kr.SNFSScheduler(momentum=1.0), ValueError,
+             ("momentum", "[0, 1)"), "momentum=1 (the EMA would never take a gradient)."),
+    BadInput("snfs/momentum_negative", lambda: kr.SNFSScheduler(momentum=-0.1), ValueError,
+             ("momentum", "[0, 1)"), "A negative momentum."),
+    BadInput("snfs/redistribution_string",
+             lambda: kr.SNFSScheduler(redistribution="momentum"), ValueError,
+             ("redistribution", "True", "False"),
+             "SNFSScheduler(redistribution='momentum') (it is a bool; RigL takes names)."),
+    BadInput("snfs/prune_rate_schedule", lambda: kr.SNFSScheduler(prune_rate_schedule="linear"),
+             ValueError, ("prune_rate_schedule", "cosine"), "An unknown prune_rate_schedule."),
+    BadInput("snfs/data_as_first_argument", lambda: kr.SNFSScheduler(_data12()), ValueError,
+             ("takes no data", "update_freq=100"),
+             "A dataset passed first, as to RigLScheduler (SNFS needs none)."),
+    BadInput("snfs/compressed_storage", lambda: _fit_compressed(kr.SNFSScheduler(update_freq=1)),
+             ValueError, ("SNFS", "compressed", 'storage="masked"'),
+             "SNFS on a model sparsified with storage='compressed'."),
+    BadInput("rigl/redistribution_unknown",
+             lambda: kr.RigLScheduler(_data12(), redistribution="magnitude"), ValueError,
+             ("redistribution", "'momentum'", "'gradient'"),
+             "RigLScheduler(redistribution='magnitude')."),
+    BadInput("rigl/redistribution_true",
+             lambda: kr.RigLScheduler(_data12(), redistribution=True), ValueError,
+             ("redistribution", "'momentum'"),
+             "RigLScheduler(redistribution=True) (it takes a name)."),
+    BadInput("rigl/redistribution_compressed",
+             lambda: _fit_compressed(kr.RigLScheduler(_data12(), update_freq=1,
+                                                      redistribution="gradient")),
+             ValueError, ("redistribution='gradient'", "compressed", 'storage="masked"'),
+             "RigL redistribution on a model sparsified with storage='compressed'."),
+]

@@ -1,0 +1,81 @@
+"""Layer-wise redistribution: the split of a regrown total over layers (pure TF)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_rigl.masks import update_mask
+from keras_rigl.redistribution import mean_abs_over_active, redistribute
+
+
+def split(total, stats, caps):
+  return redistribute(total, stats, caps).numpy().tolist()
+
+
+def test_proportional_split_is_exact():
+  assert split(10, [3.0, 1.0, 1.0], [100, 100, 100]) == [6, 2, 2]
+  assert split(12, [1.0, 1.0, 1.0, 1.0], [9, 9, 9, 9]) == [3, 3, 3, 3]
+  # 7 * (0.5, 0.3, 0.2) = 3.5, 2.1, 1.4: floors 3, 2, 1; the one left goes to
+  # the largest fractional part (0.5).
+  assert split(7, [5.0, 3.0, 2.0], [50, 50, 50]) == [4, 2, 1]
+
+
+def test_overflow_goes_to_layers_with_room():
+  # The first layer wants 6 but has room for 2: the others share the 4 extra.
+  assert split(10, [3.0, 1.0, 1.0], [2, 100, 100]) == [2, 4, 4]
+  # Cascading: the second layer fills up as well once it gets the overflow.
+  assert split(20, [10.0, 5.0, 1.0], [3, 5, 100]) == [3, 5, 12]
+  # More asked than there is room: every layer full, nothing more.
+  assert split(100, [1.0, 1.0], [3, 4]) == [3, 4]
+
+
+def test_zero_and_non_finite_statistics():
+  # All zero: an even split over the layers with room.
+  assert split(7, [0.0, 0.0, 0.0], [1, 5, 5]) == [1, 3, 3]
+  # NaN / Inf / negative count as 0: everything goes to the finite layer.
+  assert split(6, [float("nan"), 2.0, float("inf"), -1.0], [9, 9, 9, 9]) == [0, 6, 0, 0]
+  assert split(0, [1.0, 2.0], [5, 5]) == [0, 0]
+
+
+def test_random_cases_keep_the_total_and_the_capacities():
+  rng = np.random.default_rng(0)
+  for _ in range(60):
+    layers = int(rng.integers(1, 7))
+    caps = rng.integers(0, 40, layers)
+    stats = rng.exponential(size=layers) * (rng.random(layers) > 0.2)
+    total = int(rng.integers(0, caps.sum() + 3))
+    counts = redistribute(total, stats, caps).numpy()
+    assert counts.sum() == min(total, caps.sum())
+    assert np.all(counts >= 0) and np.all(counts <= caps)
+
+
+def test_runs_inside_tf_function():
+  fn = tf.function(lambda t, s, c: redistribute(t, s, c))
+  counts = fn(tf.constant(10, tf.int32), tf.constant([3.0, 1.0, 1.0]),
+              tf.constant([2, 100, 100]))
+  assert counts.numpy().tolist() == [2, 4, 4]
+
+
+def test_mean_abs_over_active():
+  value = mean_abs_over_active(tf.constant([[1.0, -3.0], [5.0, float("inf")]]),
+                               tf.constant([[1.0, 1.0], [0.0, 0.0]]))
+  assert float(value) == 2.0
+  assert float(mean_abs_over_active(tf.ones([3]), tf.zeros([3]))) == 0.0
+
+
+def test_update_mask_grow_count():
+  mask = tf.constant([1., 1., 1., 1., 0., 0., 0., 0.])
+  w = tf.constant([0.1, 0.2, 3.0, 4.0, 0., 0., 0., 0.])
+  g = tf.constant([0., 0., 0., 0., 5., 1., 4., 3.])
+  # Drop 2 (0.1, 0.2), grow 3: the largest scores among the 6 not kept.
+  new, grown = update_mask(mask, w, g, 0.5, grow_count=3)
+  assert new.numpy().tolist() == [0., 0., 1., 1., 1., 0., 1., 1.]
+  assert grown.numpy().tolist() == [False] * 4 + [True, False, True, True]
+  # Grow fewer than dropped: the layer shrinks.
+  new, _ = update_mask(mask, w, g, 0.5, grow_count=1)
+  assert new.numpy().tolist() == [0., 0., 1., 1., 1., 0., 0., 0.]
+  # Clipped to the free positions.
+  new, _ = update_mask(mask, w, g, 0.5, grow_count=50)
+  assert new.numpy().sum() == 8
+  with pytest.raises(ValueError, match="grow_count and max_update"):
+    update_mask(mask, w, g, 0.5, grow_count=2, max_update=4)
