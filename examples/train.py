@@ -1,4 +1,4 @@
-r"""Trains a network with RigL, SET, static masks, pruning, or dense.
+r"""Trains a network with RigL, SET, static masks, SNIP, pruning, or dense.
 
 The defaults run the embedded demo: LeNet-300-100 on Fashion-MNIST (read
 offline from the Debian package), RigL at sparsity 0.9 with the ERK
@@ -8,6 +8,8 @@ sparsity, FLOPs and model size relative to dense) and save ``report.png`` and
 
   python examples/train.py
   python examples/train.py --method=set --sparsity=0.95 --distribution=uniform
+  python examples/train.py --sparsity=0.98 --distribution=uniform --min_fan_in=1
+  python examples/train.py --method=snip --snip_distribution=global
 
 The authors' setups are named configs (keras_rigl.recipes.configs); explicit
 flags override single values:
@@ -77,7 +79,9 @@ flags.DEFINE_enum("method", None, configs.METHODS,
                   "dense: the plain model; small_dense: a narrower dense model "
                   "with the sparse model's number of kernel weights; static: "
                   "fixed random masks; set / rigl: dynamic sparse training; "
-                  "pruning: dense-to-sparse gradual magnitude pruning.")
+                  "pruning: dense-to-sparse gradual magnitude pruning; snip: "
+                  "masks chosen once at initialisation by connection sensitivity "
+                  "|g * w| (Lee et al., 2019), then static training.")
 flags.DEFINE_float("sparsity", None, "Overall sparsity of the sparse layers, in [0, 1).")
 flags.DEFINE_enum("distribution", None, configs.DISTRIBUTIONS,
                   "How sparsity is spread over layers.")
@@ -114,6 +118,14 @@ flags.DEFINE_integer("pruning_begin_step", None, "First pruning step.", lower_bo
 flags.DEFINE_integer("pruning_end_step", None, "Step at which pruning reaches the "
                      "target sparsity.", lower_bound=0)
 flags.DEFINE_integer("pruning_freq", None, "Steps between pruning steps.", lower_bound=1)
+flags.DEFINE_integer("min_fan_in", None, "RigL/SET: fewest active inputs every output "
+                     "unit keeps through mask updates (default 0: no minimum; 1 keeps "
+                     "every unit connected).")
+flags.DEFINE_integer("snip_batches", None, "SNIP: training batches the connection "
+                     "sensitivity is summed over (default 1).")
+flags.DEFINE_string("snip_distribution", None, "SNIP: global (one ranking over all "
+                    "layers, as Lee et al.), uniform, er or erk (default: "
+                    "--distribution, the per-layer counts of the other methods).")
 flags.DEFINE_integer("seed", 0, "Seed of initial weights, masks and data order.")
 # Where and how.
 flags.DEFINE_enum("strategy", "auto", STRATEGIES,
@@ -168,7 +180,8 @@ _CONFIG_FLAGS = ("model", "dataset", "method", "sparsity", "distribution",
                  "erk_power_scale", "batch_size", "eval_batch_size", "weight_decay",
                  "label_smoothing", "update_freq", "drop_fraction",
                  "drop_fraction_schedule", "begin_step", "end_step", "pruning_begin_step",
-                 "pruning_end_step", "pruning_freq", "eval_every")
+                 "pruning_end_step", "pruning_freq", "eval_every", "min_fan_in",
+                 "snip_batches", "snip_distribution")
 
 flags.DEFINE_bool("tf_verbose", False, "Show TensorFlow's C++ info/warning log lines "
                   "(hidden by default; TF_CPP_MIN_LOG_LEVEL, if set, wins).")

@@ -251,7 +251,8 @@ def run(config, options, callbacks=()):
       logging.info("small_dense: width x%.4f", small_dense_factor)
     with strategy.scope():
       model, reference = build_training_model(
-          config, input_shape, info.num_classes, options.seed, small_dense_factor)
+          config, input_shape, info.num_classes, options.seed, small_dense_factor,
+          data=datasets.rigl)
       schedule = WarmupPiecewiseDecay(plan.peak_learning_rate, plan.warmup_steps,
                                       plan.lr_boundaries, plan.lr_multipliers)
       optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum,
