@@ -252,3 +252,19 @@ def test_train_flags_reach_the_config():
     assert kr.recipes.make_scheduler(config, plan).min_fan_in == 2
   finally:
     values.unparse_flags()
+
+
+def test_min_fan_in_under_mirrored_strategy_gives_identical_replicas(mirrored_strategy):
+  with mirrored_strategy.scope():
+    keras.utils.set_random_seed(0)
+    model = kr.sparsify(_mlp(units=16), 0.75, "uniform")  # 32 ones, 16 units.
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  data = _toy()
+  model.fit(data, epochs=1, verbose=0, callbacks=[
+      kr.RigLScheduler(data, update_freq=2, drop_fraction=0.5, end_step=4, min_fan_in=1)])
+  _, mask = model.get_layer("sparse_fc").masked_weights[0]
+  inner = getattr(mask, "value", mask) if kr.keras.__name__ == "keras" else mask
+  replicas = [np.asarray(v) for v in inner.values]
+  assert len(replicas) == 2 and np.array_equal(replicas[0], replicas[1])
+  assert connectivity.fan_in_of_mask(replicas[0]).min() >= 1
