@@ -80,6 +80,52 @@ def _random_case(rng, rows, cols, density):
   return mask, weights, scores
 
 
+def _reference(mask, weights, scores, fraction, min_fan_in):
+  """The rule of masks.min_fan_in_update, written out with loops and sorts."""
+  rows, cols = mask.shape
+  floor = min(min_fan_in, rows)
+  active = mask.ravel() > 0
+  drop = np.abs(weights.ravel() * active)
+  grow = scores.ravel()
+  protected = np.zeros(active.size, bool)
+  for j in range(cols):
+    inputs = sorted((r for r in range(rows) if active[r * cols + j]),
+                    key=lambda r: (-drop[r * cols + j], r))
+    protected[[r * cols + j for r in inputs[:floor]]] = True
+  droppable = active & ~protected
+  n_drop = min(int(masks.drop_count(int(active.sum()), fraction)), int(droppable.sum()))
+  kept = active.copy()
+  kept[sorted(np.flatnonzero(droppable), key=lambda i: (drop[i], -i))[:n_drop]] = False
+  level_of = kept.reshape(rows, cols).sum(0)
+  fills, budget = np.zeros(cols, int), n_drop
+  for level in range(floor):  # Water-filling: every unit at a level, then the next.
+    for j in range(cols):
+      if level_of[j] == level and budget:
+        level_of[j] += 1
+        fills[j] += 1
+        budget -= 1
+  new = kept.copy()
+  for j in range(cols):
+    free = sorted((r for r in range(rows) if not kept[r * cols + j]),
+                  key=lambda r: (-grow[r * cols + j], r))
+    new[[r * cols + j for r in free[:fills[j]]]] = True
+  rest = sorted(np.flatnonzero(~new), key=lambda i: (-grow[i], i))[:n_drop - fills.sum()]
+  new[rest] = True
+  return new.reshape(rows, cols)
+
+
+def test_update_matches_a_loop_reference(rng):
+  for trial in range(60):
+    rows, cols = rng.integers(1, 10, size=2)
+    mask, weights, scores = _random_case(rng, rows, cols, rng.uniform(0.05, 0.9))
+    if trial % 2:  # Ties in both scores.
+      weights, scores = np.round(weights * 2) / 2, np.round(scores)
+    fraction, min_fan_in = float(rng.uniform()), int(rng.integers(1, 6))
+    new_mask = masks.update_mask(mask, weights, scores, fraction, min_fan_in=min_fan_in)[0]
+    assert np.array_equal(new_mask.numpy() > 0,
+                          _reference(mask, weights, scores, fraction, min_fan_in)), trial
+
+
 def test_min_fan_in_zero_is_the_plain_update_bit_for_bit(rng):
   for _ in range(5):
     mask, weights, scores = _random_case(rng, 20, 7, 0.3)
