@@ -307,8 +307,11 @@ def min_fan_in_update(mask, weights, grow_scores, drop_fraction, min_fan_in,
 
   Output units are the last axis of the mask (a Dense kernel's columns, a
   convolution's output channels); a unit's possible inputs are the entries of
-  its slice, so the minimum is ``floor = min(min_fan_in, n_rows)`` (a larger
-  `min_fan_in` is clamped, not refused). The rule:
+  its slice. The minimum is ``floor = min(min_fan_in, n_rows, n_active //
+  n_units)``: a larger `min_fan_in` is clamped, not refused, to what every
+  unit can have at once (a layer with fewer ones than ``units * min_fan_in``
+  would otherwise be frozen, every connection protected, and could never
+  repair a unit without inputs). The rule:
 
   1. Drop: as `update_mask`, but a unit's ``floor`` active connections of
      largest drop score (default |W|; ties keep the lower index) are never
@@ -323,7 +326,10 @@ def min_fan_in_update(mask, weights, grow_scores, drop_fraction, min_fan_in,
 
   A unit reconnected in step 2 gets ``grow_init`` weights; with zeros and a
   ReLU whose bias is <= 0 it still receives no gradient, so step 1 (never
-  losing the last inputs) is what keeps units alive in practice.
+  losing the last inputs) is what keeps units alive in practice. Units at
+  the minimum keep all their connections, so a `min_fan_in` close to
+  ``n_active / n_units`` leaves little to move: RigL then barely updates
+  that layer.
 
   Args:
     mask, weights, grow_scores, drop_fraction, drop_scores: as `update_mask`
@@ -345,10 +351,12 @@ def min_fan_in_update(mask, weights, grow_scores, drop_fraction, min_fan_in,
   min_fan_in = check_min_fan_in(min_fan_in)
   mask = tf.convert_to_tensor(mask)
   n_rows, n_cols = _unit_view(mask.shape)
-  floor = min(min_fan_in, n_rows)
-  if floor == 0:
+  if min(min_fan_in, n_rows) == 0:
     return update_mask(mask, weights, grow_scores, drop_fraction, drop_scores)
   active = tf.reshape(mask, [-1]) > 0
+  # What every unit can have at once (int32 scalar tensor).
+  floor = tf.minimum(min(min_fan_in, n_rows),
+                     tf.reduce_sum(tf.cast(active, tf.int32)) // n_cols)
   weights = tf.reshape(tf.cast(weights, tf.float32), [-1])
   grow_scores = _finite_scores(tf.reshape(tf.cast(grow_scores, tf.float32), [-1]))
   if drop_scores is None:

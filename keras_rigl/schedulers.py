@@ -532,8 +532,9 @@ class RigLScheduler(_DropGrowScheduler):
       ``min_fan_in`` connections, and units below the minimum are first
       refilled with their best-scoring inputs out of the update's growth
       budget (neediest first), so the count of ones stays exact (see
-      `keras_rigl.masks.min_fan_in_update`). At high sparsity RigL otherwise
-      cuts units off for good (a ReLU unit without inputs gets no gradient).
+      `keras_rigl.masks.min_fan_in_update`; clamped per weight to
+      ``n_active // units``). At high sparsity RigL otherwise cuts units off
+      for good (a ReLU unit without inputs gets no gradient).
       Masked storage only, dynamic shapes only (not under TPUStrategy).
 
   Logs ``drop_fraction``, ``mask_change`` (fraction of mask entries that

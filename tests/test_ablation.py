@@ -83,8 +83,8 @@ def _random_case(rng, rows, cols, density):
 def _reference(mask, weights, scores, fraction, min_fan_in):
   """The rule of masks.min_fan_in_update, written out with loops and sorts."""
   rows, cols = mask.shape
-  floor = min(min_fan_in, rows)
   active = mask.ravel() > 0
+  floor = min(min_fan_in, rows, int(active.sum()) // cols)
   drop = np.abs(weights.ravel() * active)
   grow = scores.ravel()
   protected = np.zeros(active.size, bool)
@@ -193,6 +193,17 @@ def test_min_fan_in_above_the_rows_is_clamped(rng):
   assert np.array_equal(clamped,
                         masks.update_mask(mask, weights, scores, 0.6, min_fan_in=3)[0])
   assert clamped.sum() == mask.sum()
+
+
+def test_a_minimum_above_what_the_layer_can_hold_still_repairs(rng):
+  # 8 ones over 5 units cannot give every unit 4: the minimum becomes 8 // 5 = 1
+  # (else every connection would be protected and the layer frozen).
+  mask = np.zeros((10, 5), "float32")
+  mask[:3, 0] = mask[:3, 1] = mask[:2, 2] = 1
+  weights = mask * rng.normal(size=mask.shape).astype("float32")
+  new_mask = masks.update_mask(mask, weights, np.ones_like(mask), 0.5, min_fan_in=4)[0]
+  fan_in = connectivity.fan_in_of_mask(new_mask.numpy())
+  assert fan_in.sum() == 8 and fan_in.min() == 1
 
 
 def test_eager_and_tf_function_agree(rng):
