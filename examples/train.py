@@ -1,4 +1,4 @@
-r"""Trains a network with RigL, SET, SNFS, static masks, pruning, or dense.
+r"""Trains a network with RigL, SET, SNFS, static masks, SNIP, pruning, or dense.
 
 The defaults run the embedded demo: LeNet-300-100 on Fashion-MNIST (read
 offline from the Debian package), RigL at sparsity 0.9 with the ERK
@@ -10,6 +10,8 @@ sparsity, FLOPs and model size relative to dense) and save ``report.png`` and
   python examples/train.py --method=set --sparsity=0.95 --distribution=uniform
   python examples/train.py --method=snfs --prune_rate=0.5 --snfs_momentum=0.9
   python examples/train.py --method=rigl --redistribution=momentum
+  python examples/train.py --sparsity=0.98 --distribution=uniform --min_fan_in=1
+  python examples/train.py --method=snip --snip_distribution=global
 
 The authors' setups are named configs (keras_rigl.recipes.configs); explicit
 flags override single values:
@@ -80,7 +82,9 @@ flags.DEFINE_enum("method", None, configs.METHODS,
                   "with the sparse model's number of kernel weights; static: "
                   "fixed random masks; set / rigl: dynamic sparse training; "
                   "pruning: dense-to-sparse gradual magnitude pruning; snfs: "
-                  "sparse momentum (Dettmers & Zettlemoyer).")
+                  "sparse momentum (Dettmers & Zettlemoyer); snip: "
+                  "masks chosen once at initialisation by connection sensitivity "
+                  "|g * w| (Lee et al., 2019), then static training.")
 flags.DEFINE_float("sparsity", None, "Overall sparsity of the sparse layers, in [0, 1).")
 flags.DEFINE_enum("distribution", None, configs.DISTRIBUTIONS,
                   "How sparsity is spread over layers.")
@@ -129,6 +133,14 @@ flags.DEFINE_float("prune_rate", None, "snfs: initial fraction of each layer's a
                    "weights pruned per update (decays with --drop_fraction_schedule).")
 flags.DEFINE_float("snfs_momentum", None, "snfs: EMA coefficient of the dense gradient, "
                    "in [0, 1).")
+flags.DEFINE_integer("min_fan_in", None, "RigL/SET: fewest active inputs every output "
+                     "unit keeps through mask updates (default 0: no minimum; 1 keeps "
+                     "every unit connected).")
+flags.DEFINE_integer("snip_batches", None, "SNIP: training batches the connection "
+                     "sensitivity is summed over (default 1).")
+flags.DEFINE_string("snip_distribution", None, "SNIP: global (one ranking over all "
+                    "layers, as Lee et al.), uniform, er or erk (default: "
+                    "--distribution, the per-layer counts of the other methods).")
 flags.DEFINE_integer("seed", 0, "Seed of initial weights, masks and data order.")
 # Where and how.
 flags.DEFINE_enum("strategy", "auto", STRATEGIES,
@@ -183,7 +195,8 @@ _CONFIG_FLAGS = ("model", "dataset", "method", "sparsity", "distribution",
                  "erk_power_scale", "batch_size", "eval_batch_size", "weight_decay",
                  "label_smoothing", "lr_schedule", "update_freq", "drop_fraction",
                  "drop_fraction_schedule", "begin_step", "end_step", "pruning_begin_step",
-                 "pruning_end_step", "pruning_freq", "eval_every")
+                 "pruning_end_step", "pruning_freq", "eval_every", "min_fan_in",
+                 "snip_batches", "snip_distribution")
 _CONFIG_FLAGS += ("redistribution", "prune_rate", "snfs_momentum")
 
 flags.DEFINE_bool("tf_verbose", False, "Show TensorFlow's C++ info/warning log lines "

@@ -5,6 +5,7 @@ eagerly or inside ``tf.function``, and keep static shapes when given a static
 bound on the number of connections that move (``max_update``).
 """
 
+import numbers
 import zlib
 
 import tensorflow as tf
@@ -164,7 +165,7 @@ def _drop_positions(drop_scores, active, count, max_count):
 
 
 def update_mask(mask, weights, grow_scores, drop_fraction, drop_scores=None,
-                max_update=None, grow_count=None):
+                max_update=None, grow_count=None, min_fan_in=0):
   """One RigL drop/grow step on a single mask.
 
   Drops the ``n_drop = drop_count(n_active, drop_fraction)`` active
@@ -188,6 +189,8 @@ def update_mask(mask, weights, grow_scores, drop_fraction, drop_scores=None,
       `redistribution`); clipped to the positions that are not kept. The
       number of ones then changes by ``grow_count - n_drop``. Not with
       `max_update`.
+    min_fan_in: int >= 0; if > 0, the update keeps output units (last axis)
+      connected as `min_fan_in_update` describes (not with `max_update`).
 
   Returns:
     (new_mask, grown): new_mask has mask's dtype; grown is a boolean tensor,
@@ -201,6 +204,19 @@ def update_mask(mask, weights, grow_scores, drop_fraction, drop_scores=None,
   >>> new_mask.numpy().tolist()
   [0.0, 1.0, 1.0, 0.0]
   """
+  if check_min_fan_in(min_fan_in):
+    if grow_count is not None:
+      raise ValueError(
+          f"min_fan_in={min_fan_in} cannot be combined with grow_count (layer-wise "
+          "redistribution) yet; use min_fan_in=0 with redistribution, or no "
+          "redistribution with min_fan_in.")
+    if max_update is not None:
+      raise ValueError(
+          f"min_fan_in={min_fan_in} works with dynamic shapes only, not with "
+          f"max_update={max_update} (static shapes: TPUStrategy or static_shapes=True). "
+          "Use min_fan_in=0 there.")
+    return min_fan_in_update(mask, weights, grow_scores, drop_fraction, min_fan_in,
+                             drop_scores)
   mask = tf.convert_to_tensor(mask)
   shape = tf.shape(mask)
   active = tf.reshape(mask, [-1]) > 0
@@ -227,6 +243,160 @@ def update_mask(mask, weights, grow_scores, drop_fraction, drop_scores=None,
   grown = tf.logical_and(new_active, tf.logical_not(active))
   new_mask = tf.reshape(tf.cast(new_active, mask.dtype), shape)
   return new_mask, tf.reshape(grown, shape)
+
+
+def check_min_fan_in(min_fan_in, owner=""):
+  """`min_fan_in` as an int >= 0, or ValueError naming it and the fix.
+
+  Example:
+  >>> check_min_fan_in(2)
+  2
+  """
+  if (isinstance(min_fan_in, bool) or not isinstance(min_fan_in, numbers.Integral)
+      or min_fan_in < 0):
+    raise ValueError(
+        f"{owner}min_fan_in must be an integer >= 0 (the fewest active inputs every "
+        f"output unit keeps; 0 = no minimum), got {min_fan_in!r}; pass e.g. min_fan_in=1.")
+  return int(min_fan_in)
+
+
+def _unit_view(shape):
+  """(n_rows, n_cols) of a weight whose last axis holds the output units."""
+  shape = tf.TensorShape(shape)
+  if not shape.is_fully_defined() or shape.rank == 0:
+    raise ValueError(f"min_fan_in needs a mask of known shape with at least one axis "
+                     f"(the last axis holds the output units), got shape {shape}.")
+  n_cols = int(shape[-1])
+  return shape.num_elements() // max(n_cols, 1), n_cols
+
+
+def _protected(drop_scores, active, n_rows, n_cols, floor):
+  """Boolean [N]: each unit's `floor` active inputs of largest drop score.
+
+  Ties keep the lower row (the lower flat index), as the drop's tie rule does.
+  """
+  lowest = tf.constant(-float("inf"), tf.float32)
+  ranked = tf.where(active, _finite_scores(drop_scores), lowest)
+  by_unit = tf.transpose(tf.reshape(ranked, [n_rows, n_cols]))  # [units, rows]
+  rows = tf.math.top_k(by_unit, k=floor, sorted=False).indices
+  flat = tf.reshape(rows * n_cols + tf.range(n_cols)[:, None], [-1, 1])
+  picked = tf.scatter_nd(flat, tf.ones([n_cols * floor], tf.int32), [n_rows * n_cols])
+  return tf.logical_and(picked > 0, active)
+
+
+def _fill_counts(fan_in, floor, budget):
+  """Per unit, how many inputs to grow so units reach `floor`, within `budget`.
+
+  Water-filling, neediest first: a unit at fan-in f needs the levels f,
+  f + 1, ..., floor - 1; levels are filled from the lowest up, every unit
+  at one level before any unit at the next, and a level that the budget
+  cannot finish goes to the lowest unit indices.
+  """
+  need = tf.maximum(floor - fan_in, 0)
+  levels = tf.range(floor + 1)[:, None]
+  # below[L]: fills that bring every unit up to level L (or its need).
+  below = tf.reduce_sum(tf.minimum(tf.maximum(levels - fan_in[None], 0), need[None]), 1)
+  level = tf.reduce_sum(tf.cast(below <= budget, tf.int32)) - 1
+  base = tf.minimum(tf.maximum(level - fan_in, 0), need)
+  rest = budget - tf.gather(below, level)
+  at_level = tf.logical_and(fan_in <= level, level < floor)
+  extra = tf.logical_and(at_level, tf.cumsum(tf.cast(at_level, tf.int32)) <= rest)
+  return base + tf.cast(extra, tf.int32)
+
+
+def _fill_positions(grow_scores, free, fills, n_rows, n_cols, floor):
+  """Boolean [N]: in each unit, its `fills` best-scoring `free` positions."""
+  lowest = tf.constant(-float("inf"), tf.float32)
+  ranked = tf.where(free, grow_scores, lowest)
+  by_unit = tf.transpose(tf.reshape(ranked, [n_rows, n_cols]))
+  units = tf.cast(tf.where(fills > 0)[:, 0], tf.int32)  # Usually few.
+  rows = tf.math.top_k(tf.gather(by_unit, units), k=floor, sorted=True).indices
+  valid = tf.range(floor)[None, :] < tf.gather(fills, units)[:, None]
+  flat = tf.reshape(rows * n_cols + units[:, None], [-1, 1])
+  picked = tf.scatter_nd(flat, tf.reshape(tf.cast(valid, tf.int32), [-1]),
+                         [n_rows * n_cols])
+  return picked > 0
+
+
+def min_fan_in_update(mask, weights, grow_scores, drop_fraction, min_fan_in,
+                      drop_scores=None):
+  """`update_mask` that keeps every output unit at >= `min_fan_in` active inputs.
+
+  Output units are the last axis of the mask (a Dense kernel's columns, a
+  convolution's output channels); a unit's possible inputs are the entries of
+  its slice. The minimum is ``floor = min(min_fan_in, n_rows, n_active //
+  n_units)``: a larger `min_fan_in` is clamped, not refused, to what every
+  unit can have at once (a layer with fewer ones than ``units * min_fan_in``
+  would otherwise be frozen, every connection protected, and could never
+  repair a unit without inputs). The rule:
+
+  1. Drop: as `update_mask`, but a unit's ``floor`` active connections of
+     largest drop score (default |W|; ties keep the lower index) are never
+     dropped. If fewer than ``n_drop`` connections may go, only those move.
+  2. Fill: units still below ``floor`` (they had fewer active inputs before
+     the update) grow their best-scoring inactive inputs first (grow score,
+     ties to the lower index). These count against the ``n_drop`` growth, so
+     the number of ones never changes; when the budget is smaller than the
+     deficit, the neediest units are filled first (all units at fan-in 0 to 1,
+     then 1 to 2, ...; within a level the lower unit index first).
+  3. Grow: the rest of the ``n_drop`` as `update_mask` grows them.
+
+  A unit reconnected in step 2 gets ``grow_init`` weights; with zeros and a
+  ReLU whose bias is <= 0 it still receives no gradient, so step 1 (never
+  losing the last inputs) is what keeps units alive in practice. Units at
+  the minimum keep all their connections, so a `min_fan_in` close to
+  ``n_active / n_units`` leaves little to move: RigL then barely updates
+  that layer.
+
+  Args:
+    mask, weights, grow_scores, drop_fraction, drop_scores: as `update_mask`
+      (shapes must be known).
+    min_fan_in: int >= 0; 0 gives exactly `update_mask`'s result.
+
+  Returns:
+    (new_mask, grown), as `update_mask`.
+
+  Example:
+  >>> mask = tf.constant([[1., 1.], [1., 0.], [0., 0.]])   # unit 1: one input
+  >>> w = tf.constant([[0.5, 0.1], [0.9, 0.], [0., 0.]])
+  >>> g = tf.constant([[0., 0.], [0., 0.], [3., 0.]])
+  >>> update_mask(mask, w, g, 0.4)[0].numpy().tolist()   # unit 1 loses it
+  [[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]]
+  >>> min_fan_in_update(mask, w, g, 0.4, 1)[0].numpy().tolist()
+  [[0.0, 1.0], [1.0, 0.0], [1.0, 0.0]]
+  """
+  min_fan_in = check_min_fan_in(min_fan_in)
+  mask = tf.convert_to_tensor(mask)
+  n_rows, n_cols = _unit_view(mask.shape)
+  if min(min_fan_in, n_rows) == 0:
+    return update_mask(mask, weights, grow_scores, drop_fraction, drop_scores)
+  active = tf.reshape(mask, [-1]) > 0
+  # What every unit can have at once (int32 scalar tensor).
+  floor = tf.minimum(min(min_fan_in, n_rows),
+                     tf.reduce_sum(tf.cast(active, tf.int32)) // n_cols)
+  weights = tf.reshape(tf.cast(weights, tf.float32), [-1])
+  grow_scores = _finite_scores(tf.reshape(tf.cast(grow_scores, tf.float32), [-1]))
+  if drop_scores is None:
+    drop_scores = tf.abs(tf.where(active, weights, tf.zeros_like(weights)))
+  else:
+    drop_scores = tf.reshape(tf.cast(drop_scores, tf.float32), [-1])
+  n_active = tf.reduce_sum(tf.cast(active, tf.int32))
+  droppable = tf.logical_and(
+      active, tf.logical_not(_protected(drop_scores, active, n_rows, n_cols, floor)))
+  n_drop = tf.minimum(drop_count(n_active, drop_fraction),
+                      tf.reduce_sum(tf.cast(droppable, tf.int32)))
+  dropped = _drop_positions(drop_scores, droppable, n_drop, None)
+  kept = tf.logical_and(active, tf.logical_not(dropped))
+  fan_in = tf.reduce_sum(tf.reshape(tf.cast(kept, tf.int32), [n_rows, n_cols]), 0)
+  fills = _fill_counts(fan_in, floor, n_drop)
+  filled = _fill_positions(grow_scores, tf.logical_not(kept), fills, n_rows, n_cols,
+                           floor)
+  free = tf.logical_not(tf.logical_or(kept, filled))
+  grown_rest = _positions(grow_scores, free, n_drop - tf.reduce_sum(fills), None)
+  new_active = tf.logical_or(tf.logical_or(kept, filled), grown_rest)
+  grown = tf.logical_and(new_active, tf.logical_not(active))
+  new_mask = tf.reshape(tf.cast(new_active, mask.dtype), tf.shape(mask))
+  return new_mask, tf.reshape(grown, tf.shape(mask))
 
 
 def prune_mask(mask, weights, sparsity, max_update=None):

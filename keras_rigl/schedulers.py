@@ -27,7 +27,8 @@ from keras_rigl import flops as _flops
 from keras_rigl import redistribution as _redistribution
 from keras_rigl._keras import keras
 from keras_rigl.layers.scheduling import CompressedUpdater
-from keras_rigl.masks import drop_count, name_seed, prune_mask, update_mask
+from keras_rigl.masks import (check_min_fan_in, drop_count, name_seed, prune_mask,
+                              update_mask)
 from keras_rigl.schedules import (drop_fraction_at, is_update_step,
                                   parse_drop_fraction_schedule,
                                   polynomial_sparsity)
@@ -388,7 +389,7 @@ class _DropGrowScheduler(_MaskScheduler):
 
   def __init__(self, update_freq=100, drop_fraction=0.3,
                drop_fraction_schedule="cosine", begin_step=0, end_step=None,
-               grow_init="zeros", seed=0, redistribution=None):
+               grow_init="zeros", seed=0, redistribution=None, min_fan_in=0):
     super().__init__(update_freq, begin_step, end_step, seed)
     owner = f"{type(self).__name__}: "
     if redistribution is not None and not (isinstance(redistribution, str) and
@@ -404,6 +405,11 @@ class _DropGrowScheduler(_MaskScheduler):
     # [(step, {weight name: active count})] after every update.
     self.flops_history = []
     self.count_history = []
+    self.min_fan_in = check_min_fan_in(min_fan_in, owner)
+    if self.min_fan_in and redistribution is not None:
+      raise ValueError(
+          f"{owner}min_fan_in={self.min_fan_in} cannot be combined with "
+          f"redistribution={redistribution!r} yet; use one of them.")
     self.drop_fraction = _check_fraction("drop_fraction", drop_fraction, owner=owner)
     parse_drop_fraction_schedule(drop_fraction_schedule)
     if not isinstance(grow_init, str) or grow_init not in GROW_INIT_CHOICES:
@@ -414,6 +420,16 @@ class _DropGrowScheduler(_MaskScheduler):
     if callable(drop_fraction_schedule):
       # What is known before fit: the value at begin_step.
       self._checked_fraction(begin_step)
+
+  def _find_targets(self):
+    targets = super()._find_targets()
+    if self.min_fan_in and self._compressed:
+      names = sorted({t.weight.layer.name for t in self._compressed.targets})
+      raise ValueError(
+          f"{type(self).__name__}: min_fan_in={self.min_fan_in} is supported on the "
+          f"masked storage only, and the model has compressed layers {names}. Use "
+          "keras_rigl.sparsify(..., storage=\"masked\") or min_fan_in=0.")
+    return targets
 
   def _max_fraction(self):
     if callable(self.drop_fraction_schedule):
@@ -479,7 +495,7 @@ class _DropGrowScheduler(_MaskScheduler):
     for t, score in zip(self._targets, scores):
       new_mask, grown = update_mask(
           _keras.variable_tensor(t.mask), _keras.variable_tensor(t.weight),
-          score, drop_fraction, max_update=t.max_update)
+          score, drop_fraction, max_update=t.max_update, min_fan_in=self.min_fan_in)
       results.append((new_mask, grown, tf.reduce_all(tf.math.is_finite(score))))
     return results
 
@@ -658,6 +674,16 @@ class RigLScheduler(_DropGrowScheduler):
       inference FLOPs) move: `count_history` and `flops_history` hold
       ``(step, {weight: active count})`` and ``(step, inference FLOPs
       ratio)`` after every update. Masked storage only.
+    min_fan_in: int >= 0 (default 0: the paper's update). If > 0, every output
+      unit (last axis of a weight) keeps at least ``min(min_fan_in, its
+      possible inputs)`` active inputs: the drop spares each unit's strongest
+      ``min_fan_in`` connections, and units below the minimum are first
+      refilled with their best-scoring inputs out of the update's growth
+      budget (neediest first), so the count of ones stays exact (see
+      `keras_rigl.masks.min_fan_in_update`; clamped per weight to
+      ``n_active // units``). At high sparsity RigL otherwise cuts units off
+      for good (a ReLU unit without inputs gets no gradient).
+      Masked storage only, dynamic shapes only (not under TPUStrategy).
 
   Logs ``drop_fraction``, ``mask_change`` (fraction of mask entries that
   changed at the last update) and ``skipped_updates`` into the epoch logs;
@@ -682,9 +708,10 @@ class RigLScheduler(_DropGrowScheduler):
   def __init__(self, data, update_freq=100, drop_fraction=0.3,
                drop_fraction_schedule="cosine", begin_step=0, end_step=None,
                grow_init="zeros", grad_accumulation_steps=1, seed=0,
-               redistribution=None):
+               redistribution=None, min_fan_in=0):
     super().__init__(update_freq, drop_fraction, drop_fraction_schedule, begin_step,
-                     end_step, grow_init, seed, redistribution=redistribution)
+                     end_step, grow_init, seed, redistribution=redistribution,
+                     min_fan_in=min_fan_in)
     self.grad_accumulation_steps = _check_int("grad_accumulation_steps",
                                               grad_accumulation_steps, 1,
                                               "RigLScheduler: ")
@@ -797,8 +824,9 @@ class SETScheduler(_DropGrowScheduler):
 
   Random growth comes from a stateless generator keyed by seed, step and layer,
   so every replica and worker grows the same connections. Takes RigLScheduler's
-  arguments; `data` and `grad_accumulation_steps` are accepted and unused, so
-  pass the others by keyword: ``SETScheduler(update_freq=100)``.
+  arguments (`min_fan_in` included); `data` and `grad_accumulation_steps` are
+  accepted and unused, so pass the others by keyword:
+  ``SETScheduler(update_freq=100)``.
 
   Example:
   >>> import numpy as np, tensorflow as tf, keras_rigl as kr
@@ -816,14 +844,14 @@ class SETScheduler(_DropGrowScheduler):
 
   def __init__(self, data=None, update_freq=100, drop_fraction=0.3,
                drop_fraction_schedule="cosine", begin_step=0, end_step=None,
-               grow_init="zeros", grad_accumulation_steps=1, seed=0):
+               grow_init="zeros", grad_accumulation_steps=1, seed=0, min_fan_in=0):
     if isinstance(data, (numbers.Number, np.generic)):
       raise ValueError(
           f"SETScheduler got {data!r} as its first positional argument, which is "
           "`data` (unused by SET), not update_freq. Pass the numbers by keyword, "
           f"e.g. SETScheduler(update_freq={data!r}).")
     super().__init__(update_freq, drop_fraction, drop_fraction_schedule, begin_step,
-                     end_step, grow_init, seed)
+                     end_step, grow_init, seed, min_fan_in=min_fan_in)
     _check_int("grad_accumulation_steps", grad_accumulation_steps, 1, "SETScheduler: ")
 
   _compressed_grow = "set"  # Compressed storage hook.

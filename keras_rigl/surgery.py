@@ -1,12 +1,14 @@
 """Whole-model surgery: sparsify (wrap layers), strip (unwrap), sparsity_report."""
 
 import dataclasses
+from typing import Optional
 import warnings
 
 import numpy as np
 import tensorflow as tf
 
 from keras_rigl import _keras
+from keras_rigl import connectivity as _connectivity
 from keras_rigl._keras import keras
 from keras_rigl.distributions import check_seed, layer_sparsities
 from keras_rigl.layers import convert as _convert
@@ -274,12 +276,21 @@ def _check_dense_fits(layer, max_dense_bytes):
 
 @dataclasses.dataclass
 class SparsityRow:
-  """One sparsifiable weight: its layer, shape, size and non-zeros."""
+  """One sparsifiable weight: its layer, shape, size, non-zeros and units.
+
+  `units` is the size of the weight's last axis (its output units: a Dense
+  kernel's columns, a convolution's output channels); `dead_units` counts
+  those without any active input connection and `max_fan_in` is the most
+  active inputs one unit has. None when not known (rows built by hand).
+  """
   name: str
   weight: str
   shape: tuple
   size: int
   nnz: int
+  units: Optional[int] = None
+  dead_units: Optional[int] = None
+  max_fan_in: Optional[int] = None
 
   @property
   def sparsity(self):
@@ -303,6 +314,15 @@ class SparsityReport:
   def sparsity(self):
     return 1.0 - self.nnz / self.size if self.size else 0.0
 
+  @property
+  def units(self):
+    return sum(r.units or 0 for r in self.rows)
+
+  @property
+  def dead_units(self):
+    """Output units without any active input, over all rows."""
+    return sum(r.dead_units or 0 for r in self.rows)
+
   def __iter__(self):
     return iter(self.rows)
 
@@ -313,14 +333,17 @@ class SparsityReport:
     return self.rows[index]
 
   def table(self):
-    header = ("layer", "weight", "shape", "params", "non-zero", "sparsity")
+    header = ("layer", "weight", "shape", "params", "non-zero", "sparsity", "units",
+              "dead units", "max fan-in")
+    known = lambda value: "" if value is None else f"{value:,}"
     lines = [(r.name, r.weight, "x".join(map(str, r.shape)), f"{r.size:,}",
-              f"{r.nnz:,}", f"{r.sparsity:.2%}") for r in self.rows]
+              f"{r.nnz:,}", f"{r.sparsity:.2%}", known(r.units), known(r.dead_units),
+              known(r.max_fan_in)) for r in self.rows]
     lines.append(("total", "", "", f"{self.size:,}", f"{self.nnz:,}",
-                  f"{self.sparsity:.2%}"))
-    widths = [max(len(str(row[i])) for row in [header] + lines) for i in range(6)]
+                  f"{self.sparsity:.2%}", f"{self.units:,}", f"{self.dead_units:,}", ""))
+    widths = [max(len(str(row[i])) for row in [header] + lines) for i in range(len(header))]
     fmt = lambda row: "  ".join(str(c).ljust(w) if i < 3 else str(c).rjust(w)
-                                for i, (c, w) in enumerate(zip(row, widths)))
+                                for i, (c, w) in enumerate(zip(row, widths))).rstrip()
     rule = "-" * len(fmt(header))
     return "\n".join([fmt(header), rule] + [fmt(r) for r in lines[:-1]] +
                      [rule, fmt(lines[-1])])
@@ -334,18 +357,23 @@ def sparsity_report(model):
 
   Wrapped layers count the ones of their masks, compressed layers their
   stored entries; plain supported layers count their non-zero weights.
+  Each row also gives the weight's output units (its last axis), the dead
+  units among them (no active input connection: at high sparsity RigL can
+  cut units off this way, since a ReLU unit without inputs gets no gradient;
+  see `RigLScheduler(min_fan_in=...)`) and the largest fan-in; the total row
+  sums units and dead units.
 
   Example:
   >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, name="fc")])
   >>> report = sparsity_report(sparsify(model, 0.5, distribution="uniform"))
   >>> print(report)
-  layer  weight  shape  params  non-zero  sparsity
-  ------------------------------------------------
-  fc     kernel  8x4        32        16    50.00%
-  ------------------------------------------------
-  total                     32        16    50.00%
-  >>> report.sparsity
-  0.5
+  layer  weight  shape  params  non-zero  sparsity  units  dead units  max fan-in
+  -------------------------------------------------------------------------------
+  fc     kernel  8x4        32        16    50.00%      4           0           6
+  -------------------------------------------------------------------------------
+  total                     32        16    50.00%      4           0
+  >>> report.sparsity, report.dead_units
+  (0.5, 0)
   """
   rows = []
   inside = set()  # Sublayers of RNN/attention layers, reported by their owner.
@@ -356,16 +384,24 @@ def sparsity_report(model):
       inside.update(id(sub) for sub in walk_layers(layer))
     if isinstance(layer, CompressedLayer):
       for weight in layer.compressed_weights:
-        rows.append(SparsityRow(layer.name, weight.key, weight.shape, weight.size,
-                                weight.nnz))
+        fan_in = _connectivity.fan_in_of_positions(np.asarray(weight.indices),
+                                                   weight.n_cols)
+        rows.append(_row(layer.name, weight.key, weight.shape, weight.nnz, fan_in))
     elif isinstance(layer, SparseWrapper):
       for key, (weight, mask) in zip(layer.weight_keys, layer.masked_weights):
-        rows.append(SparsityRow(layer.layer.name, key, tuple(weight.shape),
-                                int(np.prod(weight.shape)),
-                                int(np.sum(np.asarray(mask) != 0))))
+        mask = np.asarray(mask)
+        rows.append(_row(layer.layer.name, key, weight.shape,
+                         int(np.count_nonzero(mask)), _connectivity.fan_in_of_mask(mask)))
     elif is_sparsifiable(layer) and layer.built:
       for key, weight in sparsifiable_weights(layer):
-        rows.append(SparsityRow(layer.name, key, tuple(weight.shape),
-                                int(np.prod(weight.shape)),
-                                int(np.count_nonzero(np.asarray(weight)))))
+        value = np.asarray(weight)
+        rows.append(_row(layer.name, key, weight.shape, int(np.count_nonzero(value)),
+                         _connectivity.fan_in_of_mask(value)))
   return SparsityReport(rows)
+
+
+def _row(name, key, shape, nnz, fan_in):
+  shape = tuple(int(d) for d in shape)
+  dead, widest = _connectivity.unit_stats(fan_in)
+  return SparsityRow(name, key, shape, int(np.prod(shape)), nnz, units=int(len(fan_in)),
+                     dead_units=dead, max_fan_in=widest)

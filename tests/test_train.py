@@ -297,7 +297,7 @@ def test_sparsify_kwargs_keep_dense_layers():
 
 @pytest.mark.parametrize("args", [
     ["--config=imagenet_resnet101"], ["--model=vgg16"], ["--dataset=mnist"],
-    ["--method=snip"], ["--sparsity=1.0"], ["--sparsity=-0.1"],
+    ["--method=lottery"], ["--sparsity=1.0"], ["--sparsity=-0.1"],
     ["--strategy=parameter_server"], ["--train_steps=4", "--epochs=2"],
     ["--distribution=random"],
 ])

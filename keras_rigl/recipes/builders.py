@@ -17,8 +17,10 @@ Example:
 from keras_rigl import models as _models
 from keras_rigl import schedulers as _schedulers
 from keras_rigl import snfs as _snfs
+from keras_rigl.snip import snip as _snip
 from keras_rigl import surgery as _surgery
 from keras_rigl._keras import keras
+from keras_rigl.recipes.losses import SparseCrossEntropy
 from keras_rigl.recipes.regularization import _depthwise_types
 from keras_rigl.recipes.regularization import rebuild
 
@@ -71,13 +73,17 @@ def sparsify_kwargs(config, model):
 
 
 def build_training_model(config, input_shape, num_classes, seed=0,
-                         small_dense_factor=None):
+                         small_dense_factor=None, data=None):
   """(model, dense reference model) for the config's method; call in scope.
 
   dense: the plain model. small_dense: `rebuild(width=small_dense_factor)`.
   static / set / rigl: `kr.sparsify` with random masks. pruning:
   `kr.sparsify(mask_init="dense")` (all-ones masks that the pruning
-  scheduler closes). Weight decay is attached as `rebuild` does.
+  scheduler closes). snip: `kr.snip` on the first `snip_batches` batches of
+  `data` (the training stream) with the run's loss, each layer keeping the
+  count `snip_distribution` gives it (default: `distribution`, the same
+  per-layer counts as static/set/rigl; "global": one ranking over all
+  layers, as Lee et al.). Weight decay is attached as `rebuild` does.
   (Example in the module docstring.)
   """
   keras.utils.set_random_seed(seed)
@@ -88,14 +94,38 @@ def build_training_model(config, input_shape, num_classes, seed=0,
   if config.method == "small_dense":
     return rebuild(reference, width=small_dense_factor, **decay), reference
   base = rebuild(reference, **decay)
+  if config.method == "snip":
+    if data is None:
+      raise ValueError("build_training_model: method 'snip' needs data=... (batches of "
+                       "(x, y) to take the connection sensitivities from).")
+    model = _snip(base, data, config.sparsity, **snip_kwargs(config, base),
+                  loss=SparseCrossEntropy(config.label_smoothing), seed=seed)
+    return model, reference
   mask_init = "dense" if config.method == "pruning" else "random"
   model = _surgery.sparsify(base, config.sparsity, seed=seed, mask_init=mask_init,
                             **sparsify_kwargs(config, base))
   return model, reference
 
 
+def snip_kwargs(config, model):
+  """`kr.snip` arguments of a config: `sparsify_kwargs` plus SNIP's own.
+
+  Example:
+  >>> from keras_rigl.recipes import configs
+  >>> config = configs.get_config("fashion_mnist_lenet300_100").replace(
+  ...     method="snip", snip_distribution="global")
+  >>> kwargs = snip_kwargs(config, build_model("lenet300_100", (28, 28, 1), 10))
+  >>> kwargs["distribution"], kwargs["batches"]
+  ('global', 1)
+  """
+  kwargs = sparsify_kwargs(config, model)
+  kwargs["distribution"] = config.snip_distribution or config.distribution
+  kwargs["batches"] = config.snip_batches or 1
+  return kwargs
+
+
 def make_scheduler(config, plan, data=None, seed=0):
-  """The mask callback of the method (None for dense, small_dense, static).
+  """The mask callback of the method (None for dense, small_dense, static, snip).
 
   snfs: `SNFSScheduler` with `prune_rate`, `snfs_momentum`, the config's
   update frequency, drop-fraction schedule (as the prune-rate schedule) and
@@ -119,7 +149,7 @@ def make_scheduler(config, plan, data=None, seed=0):
         drop_fraction_schedule=config.drop_fraction_schedule,
         begin_step=plan.begin_step, end_step=end_step, grow_init=config.grow_init,
         seed=seed, redistribution=None if config.redistribution in (None, "none")
-        else config.redistribution)
+        else config.redistribution, min_fan_in=config.min_fan_in)
   if config.method == "snfs":
     return _snfs.SNFSScheduler(
         update_freq=config.update_freq, prune_rate=config.prune_rate,
@@ -131,7 +161,7 @@ def make_scheduler(config, plan, data=None, seed=0):
         update_freq=config.update_freq, drop_fraction=config.drop_fraction,
         drop_fraction_schedule=config.drop_fraction_schedule,
         begin_step=plan.begin_step, end_step=end_step, grow_init=config.grow_init,
-        seed=seed)
+        seed=seed, min_fan_in=config.min_fan_in)
   if config.method == "pruning":
     return _schedulers.MagnitudePruningScheduler(
         0.0, None, plan.pruning_begin_step,

@@ -23,12 +23,14 @@ from keras_rigl.schedules import parse_drop_fraction_schedule
 MODELS = ("lenet300_100", "lenet5", "wide_resnet_22_2", "resnet50",
           "mobilenet_v1", "mobilenet_v2")
 DATASETS = ("fashion_mnist", "cifar10", "imagenet2012")
-METHODS = ("dense", "small_dense", "static", "set", "rigl", "pruning", "snfs")
+METHODS = ("dense", "small_dense", "static", "set", "rigl", "pruning", "snfs", "snip")
 DISTRIBUTIONS = ("erk", "uniform", "er")
 LR_UNITS = ("epochs", "steps", "fraction")
 LR_SCHEDULES = ("step", "cosine")
 # Layer-wise redistribution (rigl: default "none"; snfs: default "momentum").
 REDISTRIBUTIONS = ("none", "momentum", "gradient")
+# SNIP's layer-wise counts: "global" ranks every layer together (Lee et al.).
+SNIP_DISTRIBUTIONS = ("global",) + DISTRIBUTIONS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +94,11 @@ class Config:
   pruning_begin_fraction: float = 0.2
   pruning_end_fraction: float = 0.75
   pruning_freq: Optional[int] = None  # None: update_freq.
+  # RigL / SET: fewest active inputs every output unit keeps (0: no minimum).
+  min_fan_in: int = 0
+  # SNIP: batches of the sensitivity; distribution (None: `distribution`).
+  snip_batches: Optional[int] = None  # None: 1.
+  snip_distribution: Optional[str] = None
 
   def replace(self, **changes):
     """A copy with `changes` applied and checked (`dataclasses.replace` + `check`).
@@ -152,6 +159,23 @@ class Config:
          f"pruning_freq must be >= 1, got {self.pruning_freq}.")
     parse_drop_fraction_schedule(self.drop_fraction_schedule)  # ValueError if bad.
     self._check_snfs()
+    need(_is_int(self.min_fan_in) and self.min_fan_in >= 0,
+         f"min_fan_in must be an integer >= 0 (0: no minimum), got {self.min_fan_in!r}; "
+         "e.g. --min_fan_in=1.")
+    need(self.min_fan_in == 0 or self.method in ("rigl", "set"),
+         f"--min_fan_in={self.min_fan_in} only applies to --method=rigl or set (it "
+         f"keeps units connected through mask updates), not --method={self.method}; "
+         "drop --min_fan_in or use --method=rigl.")
+    need(self.snip_batches is None or (_is_int(self.snip_batches) and self.snip_batches >= 1),
+         f"snip_batches must be an integer >= 1, got {self.snip_batches!r}; e.g. "
+         "--snip_batches=1.")
+    need(self.snip_distribution is None or self.snip_distribution in SNIP_DISTRIBUTIONS,
+         f"Unknown snip_distribution {self.snip_distribution!r}; use one of "
+         f"{SNIP_DISTRIBUTIONS}.")
+    for name in ("snip_batches", "snip_distribution"):
+      need(getattr(self, name) is None or self.method == "snip",
+           f"--{name} only applies to --method=snip, not --method={self.method}; "
+           f"drop --{name} or use --method=snip.")
     return self
 
   def _check_snfs(self):
@@ -173,6 +197,10 @@ class Config:
     if not 0.0 <= self.snfs_momentum < 1.0:
       raise ValueError(f"--snfs_momentum must be in [0, 1), got {self.snfs_momentum}; e.g. "
                        "0.9 (SNFS's default).")
+
+
+def _is_int(value):
+  return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _imagenet(model, warmup, boundaries, **kwargs):

@@ -4,8 +4,8 @@
 sparsity, FLOPs and size relative to the dense model, the per-epoch history
 and the mask updates) into one JSON-friendly dict; `format_report` turns it
 into the text printed at the end of training, `save_figure` into a PNG
-(per-layer density, mask change per update, accuracy per epoch; needs
-matplotlib) and `save_json` into ``report.json``.
+(per-layer density with the units left without inputs, mask change per
+update, accuracy per epoch; needs matplotlib) and `save_json` into ``report.json``.
 
 Example:
 >>> import os, tempfile
@@ -38,7 +38,8 @@ from keras_rigl.surgery import SparsityReport, SparsityRow
 
 # How each training method is charged in kr.training_flops.
 FLOPS_METHOD = {"dense": "dense", "small_dense": "dense", "static": "static",
-                "set": "set", "rigl": "rigl", "pruning": "pruning", "snfs": "snfs"}
+                "set": "set", "rigl": "rigl", "pruning": "pruning", "snfs": "snfs",
+                "snip": "static"}  # SNIP's few gradient batches are not counted.
 
 
 def build_report(model, reference, *, method, steps, batch_size, update_freq=100,
@@ -51,7 +52,8 @@ def build_report(model, reference, *, method, steps, batch_size, update_freq=100
     model: the trained model (SparseWrappers are read through their masks).
     reference: the dense model of the same architecture and full width; FLOPs
       and size are given relative to it.
-    method: one of "dense", "small_dense", "static", "set", "rigl", "pruning".
+    method: one of "dense", "small_dense", "static", "set", "rigl", "pruning",
+      "snfs", "snip".
     steps: training steps run; batch_size: global batch size.
     update_freq, end_step: RigL's dT and last update step (training FLOPs).
     pruning_begin_step, pruning_end_step, pruning_freq: the pruning window.
@@ -89,9 +91,13 @@ def build_report(model, reference, *, method, steps, batch_size, update_freq=100
           "total": float(sparsity.sparsity),
           "params": int(sparsity.size),
           "nnz": int(sparsity.nnz),
+          "units": int(sparsity.units),
+          "dead_units": int(sparsity.dead_units),
           "layers": [{"name": r.name, "weight": r.weight, "shape": list(r.shape),
                       "size": int(r.size), "nnz": int(r.nnz),
-                      "sparsity": float(r.sparsity)} for r in sparsity],
+                      "sparsity": float(r.sparsity), "units": r.units,
+                      "dead_units": r.dead_units, "max_fan_in": r.max_fan_in}
+                     for r in sparsity],
       },
       "flops": {
           "inference": float(count.sparse),
@@ -131,7 +137,8 @@ def _plain(entry):
 
 def sparsity_table(report):
   """The `kr.sparsity_report` table of the report's layers, as text."""
-  rows = [SparsityRow(r["name"], r["weight"], tuple(r["shape"]), r["size"], r["nnz"])
+  rows = [SparsityRow(r["name"], r["weight"], tuple(r["shape"]), r["size"], r["nnz"],
+                      r.get("units"), r.get("dead_units"), r.get("max_fan_in"))
           for r in report["sparsity"]["layers"]]
   return SparsityReport(rows).table()
 
@@ -150,8 +157,11 @@ def title(report):
   what = f"{setup.get('model', '?')} on {setup.get('dataset', '?')}"
   if method in ("dense", "small_dense"):
     return f"{method}: {what}"
-  return (f"{method} {setup.get('sparsity', 0):.0%} {setup.get('distribution', '')}: "
-          f"{what}")
+  distribution = setup.get("distribution", "")
+  if method == "snip" and setup.get("snip_distribution"):
+    distribution = setup["snip_distribution"]
+  options = f" min_fan_in={setup['min_fan_in']}" if setup.get("min_fan_in") else ""
+  return f"{method} {setup.get('sparsity', 0):.0%} {distribution}{options}: {what}"
 
 
 def format_report(report):
@@ -201,14 +211,20 @@ def save_figure(report, path):
   fig, axes = plt.subplots(3, 1, figsize=(width, 11),
                            gridspec_kw={"height_ratios": [1.3, 1, 1]})
   fig.suptitle(title(report))
+  dead = report["sparsity"].get("dead_units")
 
   ax = axes[0]
   ax.bar(range(len(names)), density, color="tab:blue")
+  for i, r in enumerate(layers):  # Units cut off from every input.
+    if r.get("dead_units"):
+      ax.text(i, density[i] + 0.02, f"{r['dead_units']}/{r['units']}\ndead",
+              ha="center", va="bottom", fontsize=7, color="tab:red")
   ax.set_xticks(range(len(names)))
   ax.set_xticklabels(names, rotation=90, fontsize=7 if len(names) > 20 else 9)
   ax.set_ylim(0, 1.05)
   ax.set_ylabel("density (1 - sparsity)")
-  ax.set_title(f"per-layer density; total {1 - report['sparsity']['total']:.3f}")
+  ax.set_title(f"per-layer density; total {1 - report['sparsity']['total']:.3f}"
+               + (f"; {dead} units without inputs (red)" if dead else ""))
 
   ax = axes[1]
   updates = report.get("mask_updates", [])

@@ -252,7 +252,8 @@ def run(config, options, callbacks=()):
       logging.info("small_dense: width x%.4f", small_dense_factor)
     with strategy.scope():
       model, reference = build_training_model(
-          config, input_shape, info.num_classes, options.seed, small_dense_factor)
+          config, input_shape, info.num_classes, options.seed, small_dense_factor,
+          data=datasets.rigl)
       if config.lr_schedule == "cosine":
         schedule = WarmupCosineDecay(plan.peak_learning_rate, plan.train_steps,
                                      plan.warmup_steps)

@@ -110,4 +110,47 @@ ROWS += [
                                                       redistribution="gradient")),
              ValueError, ("redistribution='gradient'", "compressed", 'storage="masked"'),
              "RigL redistribution on a model sparsified with storage='compressed'."),
+    BadInput("rigl/redistribution_with_min_fan_in",
+             lambda: kr.RigLScheduler(_data12(), redistribution="momentum", min_fan_in=1),
+             ValueError, ("min_fan_in=1", "redistribution='momentum'"),
+             "RigL with both min_fan_in and redistribution (not combined yet)."),
+]
+
+
+def _fit_compressed_with_min_fan_in():
+  model = kr.sparsify(_lenet(), 0.9, "uniform", storage="compressed")
+  model.compile("sgd", _ce())
+  model.fit(_toy_data(), epochs=1, verbose=0,
+            callbacks=[kr.SETScheduler(update_freq=2, end_step=2, min_fan_in=1)])
+
+
+ROWS += [
+    BadInput("min_fan_in/negative", lambda: kr.RigLScheduler(_toy_data(), min_fan_in=-1),
+             ValueError, ("RigLScheduler", "min_fan_in", ">= 0", "min_fan_in=1"),
+             "A negative minimum fan-in."),
+    BadInput("min_fan_in/float", lambda: kr.SETScheduler(update_freq=10, min_fan_in=1.5),
+             ValueError, ("SETScheduler", "min_fan_in", "integer", "min_fan_in=1"),
+             "A fractional minimum fan-in."),
+    BadInput("min_fan_in/bool", lambda: kr.SETScheduler(update_freq=10, min_fan_in=True),
+             ValueError, ("min_fan_in", "integer", "got True"),
+             "min_fan_in=True (a bool is not a count)."),
+    BadInput("min_fan_in/string", lambda: kr.RigLScheduler(_toy_data(), min_fan_in="1"),
+             ValueError, ("min_fan_in", "integer", "min_fan_in=1"),
+             "A minimum fan-in given as a string."),
+    BadInput("min_fan_in/update_mask_negative",
+             lambda: kr.update_mask(__import__("numpy").ones((4, 2), "float32"),
+                                    __import__("numpy").ones((4, 2), "float32"),
+                                    __import__("numpy").ones((4, 2), "float32"), 0.5,
+                                    min_fan_in=-2),
+             ValueError, ("min_fan_in", ">= 0"), "update_mask with a negative min_fan_in."),
+    BadInput("min_fan_in/static_shapes",
+             lambda: kr.update_mask(__import__("numpy").ones((4, 2), "float32"),
+                                    __import__("numpy").ones((4, 2), "float32"),
+                                    __import__("numpy").ones((4, 2), "float32"), 0.5,
+                                    max_update=4, min_fan_in=1),
+             ValueError, ("min_fan_in", "max_update", "min_fan_in=0"),
+             "min_fan_in with static shapes (max_update, as under TPUStrategy)."),
+    BadInput("min_fan_in/compressed_storage", _fit_compressed_with_min_fan_in, ValueError,
+             ("min_fan_in", "compressed", "storage=\"masked\""),
+             "min_fan_in on a model with compressed layers (masked storage only)."),
 ]
