@@ -164,6 +164,17 @@ def _drop_positions(drop_scores, active, count, max_count):
   return tf.reverse(picked, [0])
 
 
+def _flat_scores(active, weights, grow_scores, drop_scores):
+  """Flat float32 weights, finite grow scores and drop scores (default |W * M|)."""
+  weights = tf.reshape(tf.cast(weights, tf.float32), [-1])
+  grow_scores = _finite_scores(tf.reshape(tf.cast(grow_scores, tf.float32), [-1]))
+  if drop_scores is None:
+    drop_scores = tf.abs(tf.where(active, weights, tf.zeros_like(weights)))
+  else:
+    drop_scores = tf.reshape(tf.cast(drop_scores, tf.float32), [-1])
+  return weights, grow_scores, drop_scores
+
+
 def update_mask(mask, weights, grow_scores, drop_fraction, drop_scores=None,
                 max_update=None, grow_count=None, min_fan_in=0):
   """One RigL drop/grow step on a single mask.
@@ -220,12 +231,8 @@ def update_mask(mask, weights, grow_scores, drop_fraction, drop_scores=None,
   mask = tf.convert_to_tensor(mask)
   shape = tf.shape(mask)
   active = tf.reshape(mask, [-1]) > 0
-  weights = tf.reshape(tf.cast(weights, tf.float32), [-1])
-  grow_scores = _finite_scores(tf.reshape(tf.cast(grow_scores, tf.float32), [-1]))
-  if drop_scores is None:
-    drop_scores = tf.abs(tf.where(active, weights, tf.zeros_like(weights)))
-  else:
-    drop_scores = tf.reshape(tf.cast(drop_scores, tf.float32), [-1])
+  weights, grow_scores, drop_scores = _flat_scores(active, weights, grow_scores,
+                                                   drop_scores)
   n_active = tf.reduce_sum(tf.cast(active, tf.int32))
   n_drop = drop_count(n_active, drop_fraction)
   dropped = _drop_positions(drop_scores, active, n_drop, max_update)
@@ -374,12 +381,8 @@ def min_fan_in_update(mask, weights, grow_scores, drop_fraction, min_fan_in,
   # What every unit can have at once (int32 scalar tensor).
   floor = tf.minimum(min(min_fan_in, n_rows),
                      tf.reduce_sum(tf.cast(active, tf.int32)) // n_cols)
-  weights = tf.reshape(tf.cast(weights, tf.float32), [-1])
-  grow_scores = _finite_scores(tf.reshape(tf.cast(grow_scores, tf.float32), [-1]))
-  if drop_scores is None:
-    drop_scores = tf.abs(tf.where(active, weights, tf.zeros_like(weights)))
-  else:
-    drop_scores = tf.reshape(tf.cast(drop_scores, tf.float32), [-1])
+  weights, grow_scores, drop_scores = _flat_scores(active, weights, grow_scores,
+                                                   drop_scores)
   n_active = tf.reduce_sum(tf.cast(active, tf.int32))
   droppable = tf.logical_and(
       active, tf.logical_not(_protected(drop_scores, active, n_rows, n_cols, floor)))

@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from keras_rigl import _keras
 from keras_rigl._keras import keras
+from keras_rigl._records import recording
 from keras_rigl.distributions import check_seed, check_sparsity
 from keras_rigl.masks import name_seed, random_mask
 
@@ -52,13 +53,8 @@ def capture_effective_weights():
   gradient RigL grows from). Thread-local, so each replica of a
   MirroredStrategy records its own.
   """
-  previous = getattr(_capture, "records", None)
-  records = []
-  _capture.records = records
-  try:
+  with recording(_capture) as records:
     yield records
-  finally:
-    _capture.records = previous
 
 
 class GradientTap:

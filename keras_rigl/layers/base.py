@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from keras_rigl import _keras
 from keras_rigl._keras import keras
+from keras_rigl._records import recording
 from keras_rigl.distributions import check_sparsity
 from keras_rigl.layers.positions import active_count, index_dtype, initial_positions
 from keras_rigl.masks import name_seed
@@ -40,13 +41,8 @@ def capture_layer_io():
   >>> [tuple(t.shape) for t in records[0][1:]]
   [(2, 3), (2, 4)]
   """
-  previous = getattr(_capture, "records", None)
-  records = []
-  _capture.records = records
-  try:
+  with recording(_capture) as records:
     yield records
-  finally:
-    _capture.records = previous
 
 
 def _record(layer, inputs, outputs):
