@@ -378,12 +378,11 @@ def min_fan_in_update(mask, weights, grow_scores, drop_fraction, min_fan_in,
   if min(min_fan_in, n_rows) == 0:
     return update_mask(mask, weights, grow_scores, drop_fraction, drop_scores)
   active = tf.reshape(mask, [-1]) > 0
+  n_active = tf.reduce_sum(tf.cast(active, tf.int32))
   # What every unit can have at once (int32 scalar tensor).
-  floor = tf.minimum(min(min_fan_in, n_rows),
-                     tf.reduce_sum(tf.cast(active, tf.int32)) // n_cols)
+  floor = tf.minimum(min(min_fan_in, n_rows), n_active // n_cols)
   weights, grow_scores, drop_scores = _flat_scores(active, weights, grow_scores,
                                                    drop_scores)
-  n_active = tf.reduce_sum(tf.cast(active, tf.int32))
   droppable = tf.logical_and(
       active, tf.logical_not(_protected(drop_scores, active, n_rows, n_cols, floor)))
   n_drop = tf.minimum(drop_count(n_active, drop_fraction),
