@@ -61,10 +61,8 @@ import numpy as np
 import tensorflow as tf
 
 import keras_rigl as kr
-from keras_rigl import connectivity
 from keras_rigl._keras import keras, FLAVOUR
 from keras_rigl.recipes import builders
-from keras_rigl.surgery import walk_layers
 from examples import configs
 from examples import train
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -154,17 +152,16 @@ def equal_flops_sparsity(base, sparsity, input_shape, num_classes):
   return kr.sparsity_for_flops(model, ratio, distribution="erk", **kwargs)
 
 
-class DeadUnits(keras.callbacks.Callback):
-  """At the end of training: per sparse weight, (name, units without inputs, units)."""
+def units_without_inputs(report):
+  """[(weight name, units without inputs, units)] of a sparse run's report.
 
-  def on_train_end(self, logs=None):
-    self.rows = []
-    for layer in walk_layers(self.model):
-      if isinstance(layer, kr.SparseWrapper):
-        for key, (_, mask) in zip(layer.weight_keys, layer.masked_weights):
-          fan_in = connectivity.fan_in_of_mask(np.asarray(mask))
-          self.rows.append((f"{layer.layer.name}/{key}", int(np.sum(fan_in == 0)),
-                            int(fan_in.size)))
+  The training report's per-layer rows (`kr.sparsity_report`); a dense run
+  (nothing sparse) has none.
+  """
+  if not report["sparsity"]["total"]:
+    return []
+  return [(f"{r['name']}/{r['weight']}", r["dead_units"], r["units"])
+          for r in report["sparsity"]["layers"]]
 
 
 def run_cell(base, options, key, seed, sparsity):
@@ -177,16 +174,15 @@ def run_cell(base, options, key, seed, sparsity):
   options = dataclasses.replace(options, seed=seed, training_steps_multiplier=multiplier)
   keras.backend.clear_session()
   gc.collect()
-  dead = DeadUnits()
   started = time.time()
-  report = train.run(config, options, callbacks=[dead])
+  report = train.run(config, options)
   return {"variant": key.variant, "sparsity": key.sparsity,
           "distribution": key.distribution, "seed": seed,
           "actual_sparsity": report["sparsity"]["total"],
           "accuracy": report["test"]["accuracy"],
           "training_flops": report["flops"]["training_ratio"],
           "inference_flops": report["flops"]["inference_ratio"],
-          "dead_units": getattr(dead, "rows", []),
+          "dead_units": units_without_inputs(report),
           "seconds": round(time.time() - started, 1), "flavour": FLAVOUR}
 
 
