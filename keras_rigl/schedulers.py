@@ -26,6 +26,7 @@ from keras_rigl import _keras
 from keras_rigl import flops as _flops
 from keras_rigl import redistribution as _redistribution
 from keras_rigl._keras import keras
+from keras_rigl.in_step import InStepUpdate, StepGradientTap
 from keras_rigl.layers.scheduling import CompressedUpdater
 from keras_rigl.masks import (check_min_fan_in, drop_count, name_seed, prune_mask,
                               update_mask)
@@ -133,6 +134,11 @@ class _MaskScheduler(keras.callbacks.Callback):
     self._supports_tf_logs = True  # tf_keras: no per-batch numpy conversion.
     # Static shapes in the update (automatic under TPUStrategy); same result.
     self.static_shapes = False
+    self._in_step = None  # InStepUpdate while the update runs in the train step.
+
+  # Whether this scheduler runs its update inside the compiled train step
+  # (subclasses decide; the host callback runs it otherwise).
+  in_step = False
 
   # --- set-up -------------------------------------------------------------
 
@@ -164,6 +170,9 @@ class _MaskScheduler(keras.callbacks.Callback):
 
   def on_train_begin(self, logs=None):
     spe = _keras.steps_per_execution(self.model)
+    if self.in_step:
+      self._begin_in_step()
+      return
     if spe > 1 and (self.update_freq % spe or self.begin_step % spe):
       raise ValueError(
           f"steps_per_execution={spe} does not divide update_freq={self.update_freq} "
@@ -312,6 +321,8 @@ class _MaskScheduler(keras.callbacks.Callback):
   # update due after the very last step of a fit happens at the start of the
   # next fit, if any.
   def on_train_batch_begin(self, batch, logs=None):
+    if self.in_step:
+      return  # The train step itself updates the masks.
     # The step counter, not a batch counter, decides (batches drift from it:
     # skipped mixed-precision steps, restores). It grows by at most
     # steps_per_execution per batch, so it is read only when an update could
@@ -378,7 +389,89 @@ class _MaskScheduler(keras.callbacks.Callback):
       logs["skipped_updates"] = len(self.skipped_layers)
 
   def on_epoch_end(self, epoch, logs=None):
+    if self._in_step is not None:
+      self._sync_in_step()
     self._log(int(self.model.optimizer.iterations.numpy()), logs)
+
+  # --- the update inside the compiled train step ----------------------------
+
+  def _begin_in_step(self):
+    """Puts the update into the model's train step (once per model/optimizer)."""
+    model = self.model
+    if self.end_step is None and self._in_step is not None and \
+        self._in_step.model is model:
+      end_step = self._in_step.end_step  # Resolved once per training run.
+    else:
+      end_step = self._resolve_end_step()
+    self._end_step = end_step
+    self._check_schedule()
+    current = self._in_step
+    if current is not None and current.model is model and \
+        current.optimizer is model.optimizer and current.end_step == end_step:
+      current.enabled.assign(True)
+      return
+    if current is not None:
+      current.uninstall()
+      self._in_step = None
+    self._targets = self._find_targets()
+    if self._compressed:
+      raise ValueError(
+          f"{type(self).__name__}: the update inside the train step does not support "
+          "compressed layers (keras_rigl.layers) yet; pass data=... (a batched "
+          "tf.data.Dataset of the training set) to take grow scores from a separate "
+          "pass, or sparsify with storage=\"masked\".")
+    if _keras.jit_compile(model) or isinstance(model.distribute_strategy,
+                                               tf.distribute.TPUStrategy):
+      self.static_shapes = True  # XLA: every shape in the update static.
+    self._prepare_targets()
+    with model.distribute_strategy.scope():
+      if not _keras.build_optimizer(model.optimizer, model.trainable_variables):
+        _keras.create_legacy_slots(model.optimizer, model.trainable_variables)
+    self._build_update()
+    self._built_for = (model, model.optimizer)
+    self._enable_step_taps()
+    self._in_step = InStepUpdate(self, model, end_step)
+    self._in_step.install()
+    self._in_step.enabled.assign(True)
+    self._synced = (0, np.zeros(len(self._targets), np.int64))
+
+  def _enable_step_taps(self):
+    """Hook: gradient taps the in-step update reads (RigL: the step gradient)."""
+
+  def on_train_end(self, logs=None):
+    if self._in_step is not None:
+      self._sync_in_step()
+      # Later fits without this callback train without updates.
+      self._in_step.enabled.assign(False)
+
+  def _sync_in_step(self):
+    """Copies the in-step update's counters into the callback's attributes."""
+    state = self._in_step
+    updates = int(state.updates.numpy())
+    skipped = np.asarray(state.skipped.numpy())
+    seen_updates, seen_skipped = self._synced
+    if updates == seen_updates:
+      return
+    self.updates += updates - seen_updates
+    self.last_update_step = int(state.last_step.numpy())
+    self.last_mask_change = float(state.last_change.numpy())
+    steps = np.asarray(state.skipped_step.numpy())
+    names = [t.name for t, new, old in zip(self._targets, skipped, seen_skipped) if new > old]
+    self._synced = (updates, skipped)
+    if names:
+      for t, new, old, step in zip(self._targets, skipped, seen_skipped, steps):
+        if new > old:
+          self.skipped_layers.append((int(step), t.name))
+      warnings.warn(
+          f"{type(self).__name__}: skipped mask updates of {', '.join(names)} (last at "
+          f"step {int(max(steps))}): {self._non_finite_source()} held NaN or Inf. Those "
+          "masks, weights and optimizer slots were left unchanged; check the learning "
+          "rate, the loss and the data.", RuntimeWarning, stacklevel=2)
+    self._after_update(self.last_update_step)
+
+  def in_step_argument(self, step, drop_fraction, gradients):
+    """The update's argument inside the train step (hook)."""
+    raise NotImplementedError
 
 
 class _DropGrowScheduler(_MaskScheduler):
@@ -466,6 +559,26 @@ class _DropGrowScheduler(_MaskScheduler):
       return self._checked_fraction(step)
     return drop_fraction_at(step, self.drop_fraction, self.drop_fraction_schedule,
                             self.begin_step, end)
+
+  def in_step_argument(self, step, drop_fraction, gradients):
+    return (drop_fraction, gradients)
+
+  def drop_fraction_tensor(self, step, end_step):
+    """float64 drop fraction at `step` computed in the graph (named schedules)."""
+    if callable(self.drop_fraction_schedule):
+      raise ValueError(
+          f"{type(self).__name__}: a callable {self._schedule_arg} over more than "
+          "100000 update steps cannot be tabulated for the in-step update; use a "
+          "named schedule or a larger update_freq.")
+    kind, exponent = parse_drop_fraction_schedule(self.drop_fraction_schedule)
+    initial = tf.constant(self.drop_fraction, tf.float64)
+    if kind == "constant":
+      return initial
+    span = float(max(end_step - self.begin_step, 1))
+    progress = tf.clip_by_value(tf.cast(step - self.begin_step, tf.float64), 0.0, span) / span
+    if kind == "cosine":
+      return initial * 0.5 * (1.0 + tf.cos(math.pi * progress))
+    return initial * tf.pow(1.0 - progress, exponent)
 
   def _update_argument(self, step, check=True):
     """(drop fraction, source of grow scores: RigL's batch iterator, or None)."""
@@ -705,21 +818,48 @@ class RigLScheduler(_DropGrowScheduler):
   (4, 6)
   """
 
-  def __init__(self, data, update_freq=100, drop_fraction=0.3,
+  def __init__(self, data=None, update_freq=100, drop_fraction=0.3,
                drop_fraction_schedule="cosine", begin_step=0, end_step=None,
                grow_init="zeros", grad_accumulation_steps=1, seed=0,
                redistribution=None, min_fan_in=0):
+    if isinstance(data, (numbers.Number, np.generic)):
+      raise ValueError(
+          f"RigLScheduler got {data!r} as its first positional argument, which is "
+          "`data` (batches for a separate gradient pass), not update_freq. Pass the "
+          f"numbers by keyword, e.g. RigLScheduler(update_freq={data!r}).")
     super().__init__(update_freq, drop_fraction, drop_fraction_schedule, begin_step,
                      end_step, grow_init, seed, redistribution=redistribution,
                      min_fan_in=min_fan_in)
     self.grad_accumulation_steps = _check_int("grad_accumulation_steps",
                                               grad_accumulation_steps, 1,
                                               "RigLScheduler: ")
-    self.data = _as_dataset(data)
+    if data is None:
+      if redistribution is not None:
+        raise ValueError(
+            f"RigLScheduler: redistribution={redistribution!r} runs with the separate "
+            "gradient pass only: pass data=... (a batched tf.data.Dataset of the "
+            "training set), or redistribution=None for the update inside the train step.")
+      if self.grad_accumulation_steps != 1:
+        raise ValueError(
+            f"RigLScheduler: grad_accumulation_steps={grad_accumulation_steps} sums the "
+            "gradients of several batches of `data`; without data the grow scores come "
+            "from the train step's own batch. Pass data=... or grad_accumulation_steps=1.")
+    self.data = None if data is None else _as_dataset(data)
     self._iterator = None
     self._iterator_for = None  # The strategy the iterator was made for.
     self._consumed = 0         # Batches taken from the iterator so far.
     self._checked_for = None   # The model `data` was checked against.
+
+  @property
+  def in_step(self):
+    """True when grow scores come from the train step (no `data`)."""
+    return self.data is None
+
+  def _enable_step_taps(self):
+    for wrapper in {id(t.wrapper): t.wrapper for t in self._targets}.values():
+      wrapper.use_gradient_taps([StepGradientTap() for _ in wrapper.weight_keys])
+    for t in self._targets:
+      t.tap = t.wrapper.gradient_taps[t.index]
 
   def _start_fit(self, step):
     if self._checked_for is not self.model:
@@ -765,6 +905,8 @@ class RigLScheduler(_DropGrowScheduler):
     self._consumed += self.grad_accumulation_steps
 
   def _grow_scores(self, step, iterator):
+    if self.in_step:  # The train step's dense gradients, summed over replicas.
+      return [tf.abs(g) for g in iterator]
     model = self.model
     strategy = model.distribute_strategy
     targets = self._targets

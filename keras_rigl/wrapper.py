@@ -460,6 +460,18 @@ class SparseWrapper(_L.Wrapper):
     object.__setattr__(self, "_taps", taps)
     return taps, True
 
+  def use_gradient_taps(self, taps):
+    """Computes each masked weight's ``W * M`` through ``taps[i].product``.
+
+    `taps` holds one object per masked weight with a ``product(weight, mask)``
+    method (a `GradientTap`, or the in-step update's `StepGradientTap`), or is
+    None to stop. A train function traced before must be made again.
+    """
+    if taps is not None and len(taps) != len(self._specs):
+      raise ValueError(f"{self.name}: {len(taps)} gradient taps for "
+                       f"{len(self._specs)} masked weights.")
+    object.__setattr__(self, "_taps", None if taps is None else list(taps))
+
   @property
   def gradient_taps(self):
     """[GradientTap] per masked weight while a scheduler uses them, else None."""
