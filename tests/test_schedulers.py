@@ -335,7 +335,7 @@ def test_pruning_bad_arguments():
 
 # --- docstring examples ----------------------------------------------------------
 
-@pytest.mark.parametrize("module_name", ["schedulers", "schedules", "masks"])
+@pytest.mark.parametrize("module_name", ["methods.base", "methods.rigl", "methods.set", "methods.pruning", "schedules", "masks"])
 def test_docstring_examples_run(module_name):
   import doctest  # pylint: disable=g-import-not-at-top
   import importlib  # pylint: disable=g-import-not-at-top
