@@ -1,6 +1,6 @@
 """Glue between the mask schedulers and compressed layers.
 
-`keras_rigl.schedulers` calls this from a few marked hooks: it finds the
+`keras_rigl.methods` calls this from a few marked hooks: it finds the
 compressed layers of a model, records their inputs / output gradients in
 RigL's extra forward pass, gathers them over replicas, and applies the
 drop/grow update of `keras_rigl.layers.update` in cross-replica context (so

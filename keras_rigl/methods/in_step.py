@@ -31,6 +31,7 @@ the first replica's masks are the ones every replica stores.
 """
 
 import threading
+import warnings
 import weakref
 
 import numpy as np
@@ -118,11 +119,6 @@ def drop_fraction_table(scheduler, end_step):
   return first, np.array([scheduler.current_drop_fraction(s) for s in steps], np.float64)
 
 
-def _strategy_supports_no_merge_call():
-  strategy = tf.distribute.get_strategy()
-  return not strategy.extended._use_merge_call()  # pylint: disable=protected-access
-
-
 def _mask_gradient(gradient, mask):
   mask = tf.cast(mask, gradient.dtype)
   if isinstance(gradient, tf.IndexedSlices):
@@ -167,8 +163,34 @@ class InStepUpdate:
       self.skipped_step = tf.Variable(tf.fill([len(targets)], tf.constant(-1, tf.int64)),
                                       name="rigl_skipped_step", **state)
     self._table = drop_fraction_table(scheduler, self.end_step)
+    self._seen_updates, self._seen_skipped = 0, np.zeros(len(targets), np.int64)
     self._by_variable = {id(t.weight): t for t in targets}
     self._original = None
+
+  def sync(self):
+    """Copies the update counters into the scheduler's attributes; warns of skips."""
+    scheduler = self.scheduler
+    updates = int(self.updates.numpy())
+    if updates == self._seen_updates:
+      return
+    skipped = np.asarray(self.skipped.numpy())
+    steps = np.asarray(self.skipped_step.numpy())
+    targets = scheduler._targets  # pylint: disable=protected-access
+    scheduler.updates += updates - self._seen_updates
+    scheduler.last_update_step = int(self.last_step.numpy())
+    scheduler.last_mask_change = float(self.last_change.numpy())
+    new = [(int(step), t.name) for t, now, before, step in
+           zip(targets, skipped, self._seen_skipped, steps) if now > before]
+    self._seen_updates, self._seen_skipped = updates, skipped
+    if new:
+      scheduler.skipped_layers.extend(new)
+      warnings.warn(
+          f"{type(scheduler).__name__}: skipped mask updates of "
+          f"{', '.join(name for _, name in new)} (last at step "
+          f"{max(step for step, _ in new)}): "
+          f"{scheduler._non_finite_source()} held NaN or Inf. Those masks, weights "  # pylint: disable=protected-access
+          "and optimizer slots were left unchanged; check the learning rate, the "
+          "loss and the data.", RuntimeWarning, stacklevel=3)
 
   # --- schedule in the graph ---------------------------------------------------
 
@@ -274,3 +296,51 @@ class InStepUpdate:
         return tf.constant(True)
 
     return tf.cond(self.due(step), update, lambda: tf.constant(False))
+
+
+# --- the callback side ---------------------------------------------------------
+
+def attach(scheduler):
+  """Puts `scheduler`'s update into its model's train step (at on_train_begin).
+
+  Traces nothing again when the model, optimizer and end step are the ones of
+  the last `fit`: the update is only switched back on. `end_step=None` is
+  resolved once, at the first `fit` of the model (75% of that fit's steps).
+  """
+  model = scheduler.model
+  current = scheduler._in_step  # pylint: disable=protected-access
+  same_model = current is not None and current.model is model
+  if scheduler.end_step is None and same_model:
+    end_step = current.end_step
+  else:
+    end_step = scheduler._resolve_end_step()  # pylint: disable=protected-access
+  scheduler._end_step = end_step  # pylint: disable=protected-access
+  scheduler._check_schedule()  # pylint: disable=protected-access
+  if same_model and current.optimizer is model.optimizer and current.end_step == end_step:
+    current.enabled.assign(True)
+    return current
+  if current is not None:
+    current.uninstall()
+    scheduler._in_step = None  # pylint: disable=protected-access
+  scheduler._targets = scheduler._find_targets()  # pylint: disable=protected-access
+  if scheduler._compressed:  # pylint: disable=protected-access
+    raise ValueError(
+        f"{type(scheduler).__name__}: the update inside the train step does not support "
+        "compressed layers (keras_rigl.layers) yet; pass data=... (a batched "
+        "tf.data.Dataset of the training set) to take grow scores from a separate "
+        "pass, or sparsify with storage=\"masked\".")
+  if _keras.jit_compile(model) or isinstance(model.distribute_strategy,
+                                             tf.distribute.TPUStrategy):
+    scheduler.static_shapes = True  # XLA: every shape in the update static.
+  scheduler._prepare_targets()  # pylint: disable=protected-access
+  with model.distribute_strategy.scope():
+    if not _keras.build_optimizer(model.optimizer, model.trainable_variables):
+      _keras.create_legacy_slots(model.optimizer, model.trainable_variables)
+  scheduler._build_update()  # pylint: disable=protected-access
+  scheduler._built_for = (model, model.optimizer)  # pylint: disable=protected-access
+  scheduler._enable_step_taps()  # pylint: disable=protected-access
+  update = InStepUpdate(scheduler, model, end_step)
+  update.install()
+  update.enabled.assign(True)
+  scheduler._in_step = update  # pylint: disable=protected-access
+  return update
