@@ -71,6 +71,24 @@ class StepGradientTap:
 
   def __init__(self):
     self._local = threading.local()
+    # Buffer mode (see `use_buffer`): a per-replica variable and a predicate.
+    self.buffer = None
+    self._due = None
+
+  def use_buffer(self, shape, due):
+    """Also adds the dense gradient into a per-replica variable when `due()`.
+
+    For backward passes traced in another function than the one that applies
+    the gradients (the forward pass compiled as its own XLA function per
+    replica, `keras_rigl.recipes.xla`), where a handle on the tensor cannot
+    reach the update. Costs one dense buffer per masked weight; written on
+    update steps only. Call in the strategy's scope.
+    """
+    on_read = dict(trainable=False, synchronization=tf.VariableSynchronization.ON_READ,
+                   aggregation=tf.VariableAggregation.SUM)
+    self.buffer = tf.Variable(tf.zeros(shape, tf.float32), name="rigl_step_gradient",
+                              **on_read)
+    self._due = due
 
   def _records(self):
     records = getattr(self._local, "records", None)
@@ -86,21 +104,43 @@ class StepGradientTap:
       def backward(upstream):
         graph = tf.compat.v1.get_default_graph()
         self._records().setdefault(graph, []).append(upstream)
-        return upstream * m, tf.zeros_like(m)
+        if self.buffer is None:
+          return upstream * m, tf.zeros_like(m)
+        written = tf.cond(self._due(), lambda: self._add(upstream),
+                          lambda: tf.constant(False))
+        with tf.control_dependencies([written]):
+          return upstream * m, tf.zeros_like(m)
       return w * m, backward
 
     return masked(tf.convert_to_tensor(weight), tf.convert_to_tensor(mask))
 
+  def _add(self, gradient):
+    with tf.control_dependencies([self.buffer.assign_add(tf.cast(gradient, tf.float32))]):
+      return tf.constant(True)
+
   def recorded(self):
-    """True if a backward pass of the current graph recorded a gradient."""
-    return bool(self._records().get(tf.compat.v1.get_default_graph()))
+    """True if the update can get this step's gradient in the current graph."""
+    return self.buffer is not None or bool(
+        self._records().get(tf.compat.v1.get_default_graph()))
 
   def take(self, shape, dtype=tf.float32):
-    """Sum of the recorded gradients of the current graph (and forgets them)."""
+    """Sum of the recorded gradients of the current graph (and forgets them).
+
+    In buffer mode: this replica's buffer, which a later `clear` empties.
+    """
     records = self._records().pop(tf.compat.v1.get_default_graph(), [])
+    if self.buffer is not None:
+      return tf.cast(tf.convert_to_tensor(self.buffer), dtype)
     if not records:
       return tf.zeros(shape, dtype)
     return tf.add_n([tf.cast(r, dtype) for r in records])
+
+  def clear(self):
+    """Empties the buffer (buffer mode), after an update has read it."""
+    if self.buffer is None:
+      return tf.constant(False)
+    with tf.control_dependencies([self.buffer.assign(tf.zeros_like(self.buffer))]):
+      return tf.constant(True)
 
 
 def drop_fraction_table(scheduler, end_step):
@@ -263,6 +303,10 @@ class InStepUpdate:
     # them by the new ones, so that dropped weights stay exactly zero.
     step = tf.cast(tf.convert_to_tensor(self.optimizer.iterations), tf.int64)
     updated = tf.equal(self.last_step, step)
+    if any(t.tap.buffer is not None for t in targets):
+      cleared = [tf.cond(updated, t.tap.clear, lambda: tf.constant(False)) for t in targets]
+      with tf.control_dependencies(cleared):
+        updated = tf.identity(updated)
     result = []
     for gradient, variable in grads_and_vars:
       target = self._by_variable.get(id(variable))
@@ -340,6 +384,14 @@ def attach(scheduler):
   scheduler._built_for = (model, model.optimizer)  # pylint: disable=protected-access
   scheduler._enable_step_taps()  # pylint: disable=protected-access
   update = InStepUpdate(scheduler, model, end_step)
+  if getattr(model, "_keras_rigl_jit_per_replica", False):
+    # The backward pass is traced inside the per-replica XLA function.
+    step = lambda: tf.cast(tf.convert_to_tensor(model.optimizer.iterations), tf.int64)
+    with model.distribute_strategy.scope():
+      for t in scheduler._targets:  # pylint: disable=protected-access
+        if getattr(t, "tap", None) is not None and t.tap.buffer is None and \
+            hasattr(t.tap, "use_buffer"):
+          t.tap.use_buffer(t.weight.shape, lambda: update.due(step()))
   update.install()
   update.enabled.assign(True)
   scheduler._in_step = update  # pylint: disable=protected-access
