@@ -13,7 +13,8 @@ always the sampled product ``sum_b x[b, i_k] * dy[b, j_k]``, computed by
 
   ``"csr"``                  ``tf.raw_ops.SparseMatrixMatMul`` on a CSR matrix
                              built once per call (row-sorted: one ``argsort``
-                             unless `sort_order` is passed in ``order``); the
+                             unless `sort_order` is passed in ``order`` or
+                             ``indices_sorted=True`` says they are); the
                              gradient w.r.t. ``x`` rebuilds it (O(nnz)).
   ``"sparse_dense_matmul"``  ``tf.sparse.sparse_dense_matmul`` on ``W^T``
                              (any index order); the gradient w.r.t. ``x`` uses
@@ -58,6 +59,10 @@ DENSE_LIMIT = 2**22
 # elements per chunk (4 MiB of float32) kept them cache-sized and was the
 # fastest of 2**20..2**24 on a 2-core CPU (4096^2 at 98%, batch 256).
 SAMPLED_CHUNK_ELEMENTS = 2**20
+
+# `order` value meaning "indices are already ascending" (sparse_matmul's
+# indices_sorted=True): csr then neither sorts nor permutes.
+SORTED = "sorted"
 
 METHODS = ("csr", "sparse_dense_matmul", "gather", "embedding_lookup_sparse", "dense")
 XLA_METHODS = ("gather", "dense")
@@ -183,7 +188,8 @@ def _check_int(name, value):
   return v
 
 
-def sparse_matmul(x, values, indices, n_in, n_out, method="auto", order=None):
+def sparse_matmul(x, values, indices, n_in, n_out, method="auto", order=None,
+                  indices_sorted=False):
   """``x @ W`` for the sparse ``[n_in, n_out]`` kernel ``W`` given by ``values`` at ``indices``.
 
   Differentiable w.r.t. ``x`` and ``values``; the gradient w.r.t. ``values`` is
@@ -198,6 +204,9 @@ def sparse_matmul(x, values, indices, n_in, n_out, method="auto", order=None):
     method: one of `METHODS` or ``"auto"`` (see the module docstring).
     order: optional ``sort_order(indices)``, reused by ``"csr"`` instead of
       sorting on every call. Must match ``indices``; it is not checked.
+    indices_sorted: True promises ``indices`` ascending (what compressed
+      layers keep): no method sorts or permutes anything per call. Not
+      checked.
 
   Returns:
     ``[..., n_out]`` tensor of ``x``'s dtype.
@@ -240,6 +249,8 @@ def sparse_matmul(x, values, indices, n_in, n_out, method="auto", order=None):
   if nnz is not None and nnz > n_in * n_out:
     raise ValueError(f"sparse_matmul: {nnz} entries cannot fit a [{n_in}, {n_out}] kernel.")
 
+  if indices_sorted:
+    order = SORTED
   xla = in_xla_context()
   x2 = tf.reshape(x, [-1, n_in])
   batch = x2.shape[0]
@@ -329,6 +340,12 @@ def _split(indices, n_out):
 def _transposed_positions(rows, cols):
   """[nnz, 2] int64 (col, row) positions: W^T as a SparseTensor."""
   return tf.stack([tf.cast(cols, tf.int64), tf.cast(rows, tf.int64)], axis=1)
+
+
+@_xla
+def _row_col_positions(rows, cols):
+  """[nnz, 2] int64 (row, col) positions: W as a SparseTensor in the given order."""
+  return tf.stack([tf.cast(rows, tf.int64), tf.cast(cols, tf.int64)], axis=1)
 
 
 @_xla
@@ -452,14 +469,19 @@ def _csr(x, values, indices, n_in, n_out, order):
   if x.shape[0] == 0:
     return _empty_batch(x, values, n_out)
   rows, cols = _split(indices, n_out)
-  if order is None:
-    order = sort_order(indices)
-  positions = _sorted_positions(rows, cols, order)
+  if isinstance(order, str):  # SORTED
+    positions = _row_col_positions(rows, cols)
+    ordered = lambda values: values
+  else:
+    if order is None:
+      order = sort_order(indices)
+    positions = _sorted_positions(rows, cols, order)
+    ordered = lambda values: tf.gather(values, order)
   shape = tf.constant([n_in, n_out], tf.int64)
 
   def csr_matrix(values):
     return tf.raw_ops.SparseTensorToCSRSparseMatrix(
-        indices=positions, values=tf.gather(values, order), dense_shape=shape)
+        indices=positions, values=ordered(values), dense_shape=shape)
 
   @tf.custom_gradient
   def f(x, values):

@@ -120,33 +120,37 @@ class CompressedUpdater:
         seed = tf.stack([tf.constant(target.key, tf.int64), step + (1 << 40)])
         grower = lambda kept, k, w=weight, seed=seed: _update.set_grow(
             w.size, kept, k, seed, w.nnz)
-      slots, positions = _update.update(values, indices, weight.size, drop_fraction, grower)
-      where = slots[:, None]
-      init = self._grown_values(target, step, values, slots, grow_init)
-      weight.indices.assign(tf.tensor_scatter_nd_update(
-          indices, where, tf.cast(positions, indices.dtype)))
-      weight.values.assign(tf.tensor_scatter_nd_update(values, where, init))
-      for slot in target.slots:
-        value = _keras.variable_tensor(slot)
-        slot.assign(tf.tensor_scatter_nd_update(
-            value, where, tf.zeros(tf.shape(slots), value.dtype)))
+      new_indices, source = _update.update(values, indices, weight.size, drop_fraction, grower)
+      self._assign(target, step, values, new_indices, source, grow_init)
       # A moved connection changes two mask entries (one off, one on).
-      changed += 2.0 * tf.cast(tf.size(slots), tf.float64)
+      changed += 2.0 * tf.reduce_sum(tf.cast(source < 0, tf.float64))
     return changed
 
-  def _grown_values(self, target, step, values, slots, grow_init):
-    count = tf.shape(slots)
+  def _assign(self, target, step, values, new_indices, source, grow_init):
+    """Positions stay ascending: values and slots move with their entries."""
+    weight = target.weight
+    fresh = source < 0
+    carried = tf.maximum(source, 0)
+    weight.indices.assign(tf.cast(new_indices, weight.indices.dtype))
+    survivors = tf.gather(values, carried)
+    init = self._grown_values(target, step, survivors, fresh, grow_init)
+    weight.values.assign(tf.where(fresh, init, survivors))
+    for slot in target.slots:
+      value = _keras.variable_tensor(slot)
+      slot.assign(tf.where(fresh, tf.zeros_like(value), tf.gather(value, carried)))
+
+  def _grown_values(self, target, step, survivors, fresh, grow_init):
+    count = tf.shape(fresh)
     if grow_init == "zeros":
-      return tf.zeros(count, values.dtype)
+      return tf.zeros(count, survivors.dtype)
     # Scale new weights like the layer's surviving ones (as SparseWrapper's).
-    moved = tf.scatter_nd(slots[:, None], tf.ones_like(slots), tf.shape(values)) > 0
-    kept = tf.cast(tf.logical_not(moved), values.dtype)
-    std = tf.sqrt(tf.reduce_sum(tf.square(values * kept)) /
+    kept = tf.cast(tf.logical_not(fresh), survivors.dtype)
+    std = tf.sqrt(tf.reduce_sum(tf.square(survivors * kept)) /
                   tf.maximum(tf.reduce_sum(kept), 1.0))
     seed = tf.stack([tf.constant(target.key, tf.int64), step])
     if grow_init == "random_normal":
-      noise = tf.random.stateless_normal(count, seed=seed, dtype=values.dtype)
+      noise = tf.random.stateless_normal(count, seed=seed, dtype=survivors.dtype)
     else:
       noise = tf.random.stateless_uniform(count, seed=seed, minval=-math.sqrt(3),
-                                          maxval=math.sqrt(3), dtype=values.dtype)
+                                          maxval=math.sqrt(3), dtype=survivors.dtype)
     return noise * std
