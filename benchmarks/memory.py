@@ -177,6 +177,19 @@ def run(spec, timeout=3600):
   raise RuntimeError(f"child {spec} failed:\n{proc.stderr[-3000:]}")
 
 
+def _commit():
+  """The git commit the benchmark runs on (+dirty when the tree has changes)."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  try:
+    head = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
+  return head + ("+dirty" if dirty else "")
+
+
 def mib(n):
   return f"{n / 2**20:,.1f}"
 
@@ -289,6 +302,7 @@ def main():
   parser.add_argument("--big", type=int, default=16384)
   parser.add_argument("--budget_mib", type=int, default=1024)
   parser.add_argument("--widest_storages", default=",".join(STORAGES))
+  parser.add_argument("--widest_sparsity", type=float, default=0.95)
   args = parser.parse_args()
   if args.child:
     child(json.loads(args.child))
@@ -298,7 +312,8 @@ def main():
   sparsities = (0.9, 0.99) if args.quick else SPARSITIES
   load = os.getloadavg()
   print(f"# keras-rigl memory benchmark ({'quick' if args.quick else 'full'}); load average "
-        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {os.cpu_count()} CPUs")
+        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {os.cpu_count()} CPUs; code: "
+        f"{_commit()}")
   if "bytes" in tables or "rss" in tables:
     results = collect(width, sparsities, OPTIMIZERS)
     table_bytes(results, width)
@@ -306,7 +321,7 @@ def main():
   if "big" in tables:
     table_big(4096 if args.quick else args.big, 0.99)
   if "widest" in tables:
-    table_widest(256 if args.quick else args.budget_mib, 0.95, "adam",
+    table_widest(256 if args.quick else args.budget_mib, args.widest_sparsity, "adam",
                  args.widest_storages.split(","))
 
 
