@@ -98,3 +98,28 @@ def test_sorted_csr_equals_dense(rng):
   for method in ("csr", "auto"):
     y = kernels.sparse_matmul(x, values, idx, n_in, n_out, method=method, indices_sorted=True)
     np.testing.assert_allclose(y.numpy(), x @ w.reshape(n_in, n_out), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n_in, n_out, nnz, block", [(13, 11, 40, 22), (13, 11, 143, 1000),
+                                                     (50, 7, 5, 7), (9, 300, 900, 100)])
+def test_blocked_values_gradient_equals_sampled(n_in, n_out, nnz, block, rng):
+  idx = np.sort(rng.choice(n_in * n_out, nnz, replace=False)).astype(np.int32)
+  x = rng.standard_normal((6, n_in)).astype(np.float32)
+  dy = rng.standard_normal((6, n_out)).astype(np.float32)
+  blocked = kernels.blocked_sampled_matmul(tf.constant(x), tf.constant(dy), tf.constant(idx),
+                                           n_in, n_out, block_elements=block)
+  np.testing.assert_allclose(blocked.numpy(), (x.T @ dy).reshape(-1)[idx], rtol=1e-5, atol=1e-5)
+
+
+def test_dense_enough_layer_gradient_uses_blocked_products_and_is_exact(rng):
+  layer = kr.layers.SparseDense(64, sparsity=0.5, seed=4)
+  x = tf.constant(rng.standard_normal((40, 48)).astype(np.float32))
+  layer(x)
+  kernel = _dense_kernel(layer)
+  fn = tf.function(lambda x: tf.gradients(tf.reduce_sum(layer(x) ** 2), layer.kernel_values)[0])
+  ops = graph_op_types(fn, tf.TensorSpec([40, 48]))
+  assert ops & {"TensorListConcatV2", "TensorArrayConcatV3"}  # The blocked path's pieces.
+  grad = fn(x).numpy()
+  y = x.numpy() @ kernel + layer.bias.numpy()
+  expected = (x.numpy().T @ (2 * y)).reshape(-1)[np.asarray(layer.kernel_indices)]
+  np.testing.assert_allclose(grad, expected, rtol=1e-4, atol=1e-3)
