@@ -158,7 +158,31 @@ def child(spec):
     rigl.on_train_batch_begin(1)
     result["update_s"] = time.perf_counter() - start
     result["updates"] = rigl.updates
+    if spec.get("single"):
+      result["gemm_limit_s"] = _gemm_limit(x, batch, n_in, width)
   print("RESULT " + json.dumps(result))
+
+
+def _gemm_limit(x, batch, n_in, n_out, block_elements=1 << 21):
+  """Seconds this machine's dense GEMM takes for batch * n_in * n_out multiply-adds.
+
+  The dense gradient x^T d that RigL's growth needs, computed as the update
+  does (one 8 MiB block of rows at a time, so nothing of the dense size
+  exists): median of 5 timings of one block, times the number of blocks.
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  rows = max(1, min(n_in, block_elements // n_out))
+  a = tf.constant(np.asarray(x)[:, :rows])
+  d = tf.random.normal([batch, n_out])
+  block = tf.function(lambda: tf.reduce_sum(tf.matmul(a, d, transpose_a=True)))
+  block()
+  times = []
+  for _ in range(5):
+    start = time.perf_counter()
+    block().numpy()
+    times.append(time.perf_counter() - start)
+  return float(np.median(times)) * (-(-n_in // rows))
 
 
 # --------------------------------------------------------------------------
@@ -239,10 +263,11 @@ def table_big(width, sparsity):
   extra = res["peak_update"] - res["rss_update_base"]
   print(f"\n## One RigL update of a {width}x{width} SparseDense at {sparsity}, Adam, batch 128\n")
   print("| dense kernel MiB | vars+slots MiB | RSS before update MiB | update extra peak MiB | "
-        "extra / dense kernel | update s | step s |")
-  print("|---:|---:|---:|---:|---:|---:|---:|")
+        "extra / dense kernel | update s | dense GEMM limit s | update / limit | step s |")
+  print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
   print(f"| {mib(dense_bytes)} | {mib(res['var_bytes'])} | {mib(res['rss_update_base'])} | "
         f"{mib(extra)} | {extra / dense_bytes:.3f} | {res['update_s']:.2f} | "
+        f"{res['gemm_limit_s']:.2f} | {res['update_s'] / res['gemm_limit_s']:.2f} | "
         f"{res['step_s']:.2f} |", flush=True)
 
 
