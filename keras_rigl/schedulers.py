@@ -569,7 +569,7 @@ class _DropGrowScheduler(_MaskScheduler):
     statistics = [tf.where(ok, self._layer_statistic(t, s, m), tf.constant(0.0, tf.float64))
                   for t, ok, s, m in zip(targets, finite, scores, masks)]
     statistics = tf.stack(statistics)
-    counts = _redistribution.redistribute(tf.add_n(n_drop), statistics, tf.stack(capacity))
+    counts = _redistribution.bounded_regrowth(tf.stack(n_drop), statistics, tf.stack(capacity))
     # No statistic at all (momentum not fed yet: step 0, a resumed run): no
     # information to move counts by, so every layer regrows what it dropped.
     counts = tf.where(tf.reduce_sum(statistics) > 0, counts,
@@ -668,8 +668,10 @@ class RigLScheduler(_DropGrowScheduler):
       redistribution experiment, SNFS's rule): "gradient" is the mean
       ``|dL/dW|`` on the update's batch (no extra cost), "momentum" the mean
       ``|EMA of dL/dW|`` (momentum 0.9) of the dense gradient of every
-      training step (see `keras_rigl.SNFSScheduler`). A layer takes at most
-      its free positions; the rest goes to the others. The total count of
+      training step (see `keras_rigl.SNFSScheduler`). A layer regrows between
+      half and twice what it dropped (`keras_rigl.redistribution.
+      bounded_regrowth`: no update changes a layer abruptly); the rest goes
+      to the others. The total count of
       ones over all sparse weights stays exact while layer counts (and so the
       inference FLOPs) move: `count_history` and `flops_history` hold
       ``(step, {weight: active count})`` and ``(step, inference FLOPs
