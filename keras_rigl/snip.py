@@ -53,7 +53,17 @@ def _loss_function(model, loss):
     raise ValueError("snip needs a loss to take gradients of: pass loss=... (e.g. "
                      "keras.losses.SparseCategoricalCrossentropy(from_logits=True)) or give "
                      "a compiled model.")
-  return keras.losses.get(loss) if isinstance(loss, str) else loss
+  if isinstance(loss, str):
+    try:
+      return keras.losses.get(loss)
+    except ValueError:
+      raise ValueError(f"snip loss {loss!r} is not a Keras loss name; pass a loss object "
+                       "or a name such as 'sparse_categorical_crossentropy'.") from None
+  if not callable(loss):
+    raise TypeError(f"snip loss must be a Keras loss (object, function or name), got "
+                    f"{loss!r}; e.g. loss=keras.losses.SparseCategoricalCrossentropy("
+                    "from_logits=True).")
+  return loss
 
 
 def _sensitivities(model, loss_fn, batches):
@@ -63,12 +73,18 @@ def _sensitivities(model, loss_fn, batches):
     x, y, sample_weight = _keras.unpack_batch(batch)
     if y is None:
       raise ValueError("snip data must yield (x, y) batches: labels are needed for the loss.")
-    with tf.GradientTape() as tape:
-      with capture_effective_weights() as records:
-        y_pred = model(x, training=True)
-      loss = loss_fn(y, y_pred, sample_weight=sample_weight) if sample_weight is not None \
-          else loss_fn(y, y_pred)
-      loss = tf.reduce_mean(loss)
+    try:
+      with tf.GradientTape() as tape:
+        with capture_effective_weights() as records:
+          y_pred = model(x, training=True)
+        loss = loss_fn(y, y_pred, sample_weight=sample_weight) if sample_weight is not None \
+            else loss_fn(y, y_pred)
+        loss = tf.reduce_mean(loss)
+    except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:
+      raise ValueError(
+          f"snip data does not fit the model or the loss: {error}\nFix: pass batches "
+          "like the ones fit trains on (same features, labels in the loss's format, "
+          "e.g. integer labels for a sparse loss).") from error
     grads = tape.gradient(loss, [tensor for _, _, tensor in records])
     for (wrapper, index, _), grad in zip(records, grads):
       if grad is None:
@@ -94,7 +110,10 @@ def snip(model, data, sparsity, distribution="global", batches=1, loss=None,
     as `sparsify` gives it, its best ones.
 
   Train the result with no scheduler (static sparse training). Scores that
-  are not finite (NaN/Inf gradients) raise an error naming the layer.
+  are not finite (NaN/Inf gradients) raise an error naming the layer. The
+  scoring pass runs in training mode; BatchNormalization moving statistics
+  and other non-trainable state are restored afterwards, so the model
+  returned holds `model`'s weights and statistics, with SNIP's masks.
 
   Args:
     model: a built, dense Sequential or Functional model (compiled or not).
@@ -139,7 +158,15 @@ def snip(model, data, sparsity, distribution="global", batches=1, loss=None,
              for index, (weight, mask) in enumerate(layer.masked_weights)]
   if not targets:
     return sparse
-  grads = _sensitivities(sparse, loss_fn, taken)
+  # The scoring pass runs in training mode (Dropout, batch statistics, as
+  # training will); what it moves (BatchNormalization moving statistics, RNG
+  # states) is put back so that the model returned is the one sparsify made.
+  state = [(v, np.array(v.numpy())) for v in sparse.non_trainable_variables]
+  try:
+    grads = _sensitivities(sparse, loss_fn, taken)
+  finally:
+    for variable, value in state:
+      variable.assign(value)
   scores = []
   for layer, index, weight, _ in targets:
     grad = grads.get((id(layer), index))

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from keras_rigl.masks import update_mask
-from keras_rigl.redistribution import mean_abs_over_active, redistribute
+from keras_rigl.redistribution import bounded_regrowth, mean_abs_over_active, redistribute
 
 
 def split(total, stats, caps):
@@ -54,6 +54,49 @@ def test_runs_inside_tf_function():
   counts = fn(tf.constant(10, tf.int32), tf.constant([3.0, 1.0, 1.0]),
               tf.constant([2, 100, 100]))
   assert counts.numpy().tolist() == [2, 4, 4]
+
+
+def bounded(dropped, stats, free, **kwargs):
+  return bounded_regrowth(dropped, stats, free, **kwargs).numpy().tolist()
+
+
+def test_bounded_regrowth_limits_each_layer_to_its_drop():
+  # LeNet-5's collapse in small: a 25-weight layer with a 10x larger mean
+  # statistic. Unbounded it takes everything it has room for in one update.
+  dropped, stats, free = [7, 375, 6000, 75], [1.3e-3, 1e-4, 1.7e-5, 1.9e-4], [482, 24125, 386000, 4825]
+  assert redistribute(sum(dropped), stats, free).numpy().tolist()[0] == 482
+  counts = bounded(dropped, stats, free)
+  assert sum(counts) == sum(dropped)
+  assert counts[0] == 14 and counts[3] == 150  # Twice their drop: the upper bound.
+  assert counts[2] >= 3000  # At least half its drop: the lower bound.
+  # No statistic (all zero / NaN): each layer regrows what it dropped.
+  assert bounded([10, 20, 30], [0.0, float("nan"), 0.0], [100, 100, 100]) == [10, 20, 30]
+  assert bounded([0, 0], [1.0, 2.0], [5, 5]) == [0, 0]
+
+
+def test_bounded_regrowth_random_cases_are_exact_and_within_bounds():
+  rng = np.random.default_rng(1)
+  for _ in range(60):
+    layers = int(rng.integers(1, 7))
+    dropped = rng.integers(0, 30, layers)
+    free = dropped + rng.integers(0, 40, layers)
+    stats = rng.exponential(size=layers) * (rng.random(layers) > 0.2)
+    growth, keep = float(rng.uniform(1, 3)), float(rng.uniform(0, 1))
+    counts = bounded_regrowth(dropped, stats, free, growth=growth, keep=keep).numpy()
+    assert counts.sum() == dropped.sum()
+    assert np.all(counts >= np.ceil(keep * dropped))
+    assert np.all(counts <= np.maximum(np.minimum(np.floor(growth * dropped), free), dropped))
+
+
+def test_bounded_regrowth_in_tf_function_and_bad_bounds():
+  fn = tf.function(lambda d, s, f: bounded_regrowth(d, s, f))
+  counts = fn(tf.constant([4, 4], tf.int32), tf.constant([1.0, 0.0], tf.float64),
+              tf.constant([50, 50], tf.int32))
+  assert counts.numpy().tolist() == [6, 2]
+  with pytest.raises(ValueError, match="growth must be a number >= 1"):
+    bounded_regrowth([1], [1.0], [1], growth=0.5)
+  with pytest.raises(ValueError, match=r"keep must be in \[0, 1\]"):
+    bounded_regrowth([1], [1.0], [1], keep=1.5)
 
 
 def test_mean_abs_over_active():

@@ -7,7 +7,7 @@ import tensorflow as tf
 import keras_rigl as kr
 from keras_rigl import _keras
 from keras_rigl._keras import keras
-from keras_rigl.redistribution import redistribute
+from keras_rigl.redistribution import bounded_regrowth
 from keras_rigl.wrapper import capture_effective_weights
 from conftest import make_mlp, masked_pairs, sparse_ce
 
@@ -144,11 +144,15 @@ def test_redistribution_keeps_the_total_and_moves_counts():
   assert sum(new_counts) == sum(old_counts)
   assert new_counts[1] > old_counts[1]
   assert new_counts[0] < old_counts[0] and new_counts[2] < old_counts[2]
-  # The split is the one `redistribute` gives for mean |m| over active weights.
+  # The split is the one `bounded_regrowth` gives for mean |m| over active weights.
   n_drop = [int(np.float32(c) * np.float32(0.5)) for c in old_counts]
   stats = [np.abs(m)[old > 0].mean() for m, (_, old) in zip(momenta, before)]
   caps = [old.size - (c - d) for (_, old), c, d in zip(before, old_counts, n_drop)]
-  grow = redistribute(sum(n_drop), stats, caps).numpy()
+  grow = bounded_regrowth(n_drop, stats, caps).numpy()
+  # Bounded: fc2 takes what the others leave above half of their drops.
+  assert n_drop[1] < grow[1] <= 2 * n_drop[1]
+  assert all(-(-d // 2) <= g < d for g, d in zip(grow[::2], n_drop[::2]))
+  assert all(g >= -(-d // 2) for g, d in zip(grow, n_drop))
   assert new_counts == [c - d + g for c, d, g in zip(old_counts, n_drop, grow)]
   want = expected_masks([m for _, m in before], [w for w, _ in before], momenta, 0.5, grow)
   for (_, got), expected in zip(masked_pairs(model), want):

@@ -87,3 +87,21 @@ def test_non_finite_gradient_names_the_layer():
   data = tf.data.Dataset.from_tensor_slices((x, np.ones((4, 3), "float32"))).batch(4)
   with pytest.raises(ValueError, match="'fc'.*not finite"):
     kr.snip(model, data, 0.5, loss=_sum_loss)
+
+
+def test_batch_norm_statistics_are_left_as_they_were():
+  keras.utils.set_random_seed(1)
+  model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, name="fc1"),
+                            keras.layers.BatchNormalization(name="bn"),
+                            keras.layers.Dropout(0.5, name="drop"),
+                            keras.layers.Dense(3, name="fc2")])
+  x = np.random.default_rng(0).normal(3.0, 2.0, size=(32, 6)).astype("float32")
+  data = tf.data.Dataset.from_tensor_slices((x, np.zeros(32, "int32"))).batch(16)
+  before = [np.array(v) for v in model.get_layer("bn").non_trainable_weights]
+  sparse = kr.snip(model, data, 0.5, batches=2, loss=sparse_ce())
+  after = [np.array(v) for v in sparse.get_layer("bn").non_trainable_weights]
+  assert len(after) == 2  # Moving mean and variance.
+  for b, a in zip(before, after):
+    np.testing.assert_array_equal(a, b)
+  # The masks are SNIP's (not all ones), and the model computes as before at inference.
+  assert 0 < sum(m.sum() for _, m in masked_pairs(sparse)) < 8 * 6 + 8 * 3

@@ -245,7 +245,7 @@ class DropGrowScheduler(MaskScheduler):
     statistics = [tf.where(ok, self._layer_statistic(t, s, m), tf.constant(0.0, tf.float64))
                   for t, ok, s, m in zip(targets, finite, scores, masks)]
     statistics = tf.stack(statistics)
-    counts = _redistribution.redistribute(tf.add_n(n_drop), statistics, tf.stack(capacity))
+    counts = _redistribution.bounded_regrowth(tf.stack(n_drop), statistics, tf.stack(capacity))
     # No statistic at all (momentum not fed yet: step 0, a resumed run): no
     # information to move counts by, so every layer regrows what it dropped.
     counts = tf.where(tf.reduce_sum(statistics) > 0, counts,

@@ -75,8 +75,10 @@ class RigLScheduler(DropGrowScheduler):
       redistribution experiment, SNFS's rule): "gradient" is the mean
       ``|dL/dW|`` on the update's batch (no extra cost), "momentum" the mean
       ``|EMA of dL/dW|`` (momentum 0.9) of the dense gradient of every
-      training step (see `keras_rigl.SNFSScheduler`). A layer takes at most
-      its free positions; the rest goes to the others. The total count of
+      training step (see `keras_rigl.SNFSScheduler`). A layer regrows between
+      half and twice what it dropped (`keras_rigl.redistribution.
+      bounded_regrowth`: no update changes a layer abruptly); the rest goes
+      to the others. The total count of
       ones over all sparse weights stays exact while layer counts (and so the
       inference FLOPs) move: `count_history` and `flops_history` hold
       ``(step, {weight: active count})`` and ``(step, inference FLOPs

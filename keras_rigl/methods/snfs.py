@@ -40,8 +40,10 @@ class SNFSScheduler(DropGrowScheduler):
      slots are reset, as in RigL.
 
   Differences from the authors' PyTorch code (TimDettmers/sparse_learning),
-  on purpose: counts use floor (theirs: ceil) and a layer may fill up to all
-  of its free positions (theirs: 99%), which makes the total exact without
+  on purpose: counts use floor (theirs: ceil) and a layer regrows between
+  half and twice what it pruned (theirs: anything up to 99% of its free
+  positions; one update could make a small layer dense and kill training,
+  see `keras_rigl.redistribution`), which keeps the total exact without
   their correction loop; the momentum is this callback's own EMA of the dense
   gradient (theirs: the optimizer's momentum buffer, ``m <- mu m + g``, which
   ranks and redistributes the same up to a constant factor, and which is
