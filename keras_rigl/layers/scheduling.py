@@ -14,17 +14,8 @@ import tensorflow as tf
 from keras_rigl import _keras
 from keras_rigl.layers import update as _update
 from keras_rigl.layers.base import CompressedLayer, capture_layer_io
-from keras_rigl.masks import name_seed
-
-
-class _Target:
-  """One compressed weight, its optimizer slots and its RNG key."""
-
-  def __init__(self, weight, seed):
-    self.weight = weight
-    seed_pair = name_seed(seed, weight.name)
-    self.key = (seed_pair[0] << 31) | seed_pair[1]
-    self.slots = []
+from keras_rigl.targets import Target
+from keras_rigl.walk import walk_layers
 
 
 class CompressedUpdater:
@@ -39,16 +30,16 @@ class CompressedUpdater:
   (1, 12)
   """
 
-  def __init__(self, model, seed, scheduler):
-    # Imported here: surgery imports keras_rigl.layers.
-    from keras_rigl.surgery import walk_layers  # pylint: disable=g-import-not-at-top
+  def __init__(self, model, seed, scheduler, fixed_count=True):
+    """`scheduler` names the callback in errors; `fixed_count=False` for one
+    that changes the number of ones (pruning), which compressed layers refuse."""
     layers = [l for l in walk_layers(model) if isinstance(l, CompressedLayer)]
-    if layers and scheduler == "MagnitudePruningScheduler":
+    if layers and not fixed_count:
       raise ValueError(
-          f"MagnitudePruningScheduler cannot prune compressed layers "
+          f"{scheduler} cannot prune compressed layers "
           f"({[l.name for l in layers]}): their number of stored entries is fixed. "
           "Use storage='masked' in keras_rigl.sparsify for dense-to-sparse pruning.")
-    self.targets = [_Target(w, seed) for l in layers for w in l.compressed_weights]
+    self.targets = [Target(w, w.name, seed) for l in layers for w in l.compressed_weights]
     self.size = sum(t.weight.size for t in self.targets)
     self.capture = capture_layer_io
 
@@ -98,12 +89,13 @@ class CompressedUpdater:
 
   # --- the update -----------------------------------------------------------
 
-  def apply(self, step, drop_fraction, grow, data=None, grow_init="zeros"):
+  def apply(self, step, drop_fraction, data=None, grow_init="zeros"):
     """Drop/grow every compressed weight; returns the changed mask entries (float64).
 
     Args:
       step: int64 scalar tensor; drop_fraction: scalar.
-      grow: "rigl" (needs `data`: [(inputs, gradients)] per target) or "set".
+      data: [(inputs, gradients)] per target, recorded by a pass that takes
+        the dense gradient (RigL): growth by gradient. None: random growth.
       grow_init: "zeros", "random_normal" or "random_uniform".
     """
     changed = tf.constant(0.0, tf.float64)
@@ -111,7 +103,7 @@ class CompressedUpdater:
       weight = target.weight
       values = weight.current_values()
       indices = weight.positions()
-      if grow == "rigl":
+      if data is not None:
         a, d = data[i]
         block = weight.layer.block_size
         grower = lambda kept, k, a=a, d=d, w=weight, block=block: _update.rigl_grow(
