@@ -77,14 +77,24 @@ flags.DEFINE_enum("config", None, list(configs.CONFIGS),
                   f"(else {configs.DEFAULT}).")
 flags.DEFINE_enum("model", None, configs.MODELS, "Architecture.")
 flags.DEFINE_enum("dataset", None, configs.DATASETS, "Dataset.")
-flags.DEFINE_enum("method", None, configs.METHODS,
-                  "dense: the plain model; small_dense: a narrower dense model "
-                  "with the sparse model's number of kernel weights; static: "
-                  "fixed random masks; set / rigl: dynamic sparse training; "
-                  "pruning: dense-to-sparse gradual magnitude pruning; snfs: "
-                  "sparse momentum (Dettmers & Zettlemoyer); snip: "
-                  "masks chosen once at initialisation by connection sensitivity "
-                  "|g * w| (Lee et al., 2019), then static training.")
+
+
+class _MethodParser(flags.EnumParser):
+  """--method: a method of the registry (`keras_rigl.methods`), read when the
+  flag is parsed, so a method registered after this import is accepted."""
+
+  def __init__(self):
+    super().__init__(list(kr.methods.names()))
+
+  def parse(self, argument):
+    self.enum_values = list(kr.methods.names())
+    return super().parse(argument)
+
+
+flags.DEFINE(_MethodParser(), "method", None,
+             "; ".join(f"{m}: {kr.methods.get(m).summary}" for m in kr.methods.names()) +
+             " (and any method registered with keras_rigl.methods.register).",
+             serializer=flags.ArgumentSerializer())
 flags.DEFINE_float("sparsity", None, "Overall sparsity of the sparse layers, in [0, 1).")
 flags.DEFINE_enum("distribution", None, configs.DISTRIBUTIONS,
                   "How sparsity is spread over layers.")

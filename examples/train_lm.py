@@ -58,9 +58,6 @@ L = keras.layers
 MODELS = ("gru", "transformer")
 METHODS = ("dense", "small_dense", "static", "set", "rigl", "pruning")
 DISTRIBUTIONS = ("uniform", "erk")
-# How training_flops names each method.
-_FLOPS_METHOD = {"dense": "dense", "small_dense": "dense", "static": "static",
-                 "set": "set", "rigl": "rigl", "pruning": "pruning"}
 
 
 @dataclasses.dataclass
@@ -375,7 +372,7 @@ def build_report(model, config, steps, held_out_bpc, width, history, corpus, sec
   flops = kr.count_flops(model)
   begin, end = config.pruning_window()
   train_flops = kr.training_flops(
-      flops, _FLOPS_METHOD[config.method], steps=steps, batch_size=config.batch_size,
+      flops, config.method, steps=steps, batch_size=config.batch_size,
       update_freq=config.update_freq,
       end_step=config.train_steps if config.end_step is None else config.end_step,
       pruning_begin_step=begin, pruning_end_step=end,

@@ -9,7 +9,7 @@ sparsity at which a distribution reaches a target FLOPs ratio.
 
 from keras_rigl.distributions import DISTRIBUTIONS, layer_sparsities
 from keras_rigl.flops import count_flops, kernel_shapes
-from keras_rigl.surgery import walk_layers
+from keras_rigl.walk import walk_layers
 
 _STEPS = 60  # Bisection steps: far below float precision of any useful ratio.
 _HIGHEST = 1.0 - 1e-9  # Sparsity must stay below 1.

@@ -135,13 +135,19 @@ def drop_count(n_active, drop_fraction):
   return tf.clip_by_value(n_drop, 0, n_active)
 
 
-def _finite_scores(scores):
-  """Scores with NaN -> lowest finite value and +-Inf -> +-largest finite value.
+def finite_scores(scores):
+  """Float32 scores with NaN -> lowest finite value, +-Inf -> +-largest finite.
 
   Non-eligible entries get -Inf in `_positions`; after this mapping every
   eligible entry ranks above them, so the selected count is always exact.
+  Both storages (these masks and `keras_rigl.layers.update`) rank through it.
+
+  Example:
+  >>> finite_scores([1.0, float("nan"), float("inf")]).numpy().tolist()[:2]
+  [1.0, -3.4028234663852886e+38]
   """
   big = tf.constant(tf.float32.max, tf.float32)
+  scores = tf.cast(scores, tf.float32)
   scores = tf.where(tf.math.is_nan(scores), -big, scores)
   return tf.clip_by_value(scores, -big, big)
 
@@ -159,7 +165,7 @@ def _drop_positions(drop_scores, active, count, max_count):
   of the active one.
   """
   # Selection breaks ties to the lower index: run it on the reversed order.
-  picked = _positions(tf.reverse(-_finite_scores(drop_scores), [0]),
+  picked = _positions(tf.reverse(-finite_scores(drop_scores), [0]),
                       tf.reverse(active, [0]), count, max_count, few_eligible=True)
   return tf.reverse(picked, [0])
 
@@ -167,7 +173,7 @@ def _drop_positions(drop_scores, active, count, max_count):
 def _flat_scores(active, weights, grow_scores, drop_scores):
   """Flat float32 weights, finite grow scores and drop scores (default |W * M|)."""
   weights = tf.reshape(tf.cast(weights, tf.float32), [-1])
-  grow_scores = _finite_scores(tf.reshape(tf.cast(grow_scores, tf.float32), [-1]))
+  grow_scores = finite_scores(tf.reshape(tf.cast(grow_scores, tf.float32), [-1]))
   if drop_scores is None:
     drop_scores = tf.abs(tf.where(active, weights, tf.zeros_like(weights)))
   else:
@@ -283,7 +289,7 @@ def _protected(drop_scores, active, n_rows, n_cols, floor):
   Ties keep the lower row (the lower flat index), as the drop's tie rule does.
   """
   lowest = tf.constant(-float("inf"), tf.float32)
-  ranked = tf.where(active, _finite_scores(drop_scores), lowest)
+  ranked = tf.where(active, finite_scores(drop_scores), lowest)
   by_unit = tf.transpose(tf.reshape(ranked, [n_rows, n_cols]))  # [units, rows]
   rows = tf.math.top_k(by_unit, k=floor, sorted=False).indices
   flat = tf.reshape(rows * n_cols + tf.range(n_cols)[:, None], [-1, 1])

@@ -13,6 +13,7 @@ from keras_rigl._keras import keras
 from keras_rigl.distributions import check_seed, layer_sparsities
 from keras_rigl.layers import convert as _convert
 from keras_rigl.layers.base import CompressedLayer
+from keras_rigl.walk import graph_layers, walk_layers  # pylint: disable=unused-import
 from keras_rigl.wrapper import (SparseWrapper, distribution_shapes, is_composite,
                                 is_sparsifiable, sparsifiable_weights)
 
@@ -30,23 +31,6 @@ def _check_graph_model(model, what):
     raise ValueError(
         f"{what} needs a built model (weights with known shapes). Give the "
         "model an Input / input_shape or call it once on data first.")
-
-
-def _walk(model):
-  """Every layer of a graph model, entering nested Sequential/Functional models."""
-  for layer in model.layers:
-    if isinstance(layer, keras.Model) and _keras.is_graph_model(layer):
-      yield from _walk(layer)
-    else:
-      yield layer
-
-
-def walk_layers(model):
-  """Every layer under `model` (any kind of model), not entering SparseWrappers."""
-  for layer in model._flatten_layers(include_self=False, recursive=False):  # pylint: disable=protected-access
-    yield layer
-    if not isinstance(layer, SparseWrapper):
-      yield from walk_layers(layer)
 
 
 def _weight_keys(layer):
@@ -134,7 +118,7 @@ def sparsify(model, sparsity, distribution="erk", erk_power_scale=1.0,
         f"storage='compressed' needs mask_init='random', got {mask_init!r}: a compressed "
         "layer stores a fixed number of entries, so it cannot start dense and be pruned. "
         "Use storage='masked' for MagnitudePruningScheduler.")
-  layers = list(_walk(model))
+  layers = list(graph_layers(model))
   wrapped = [layer.name for layer in layers
              if isinstance(layer, (SparseWrapper, CompressedLayer))]
   if wrapped:

@@ -69,8 +69,8 @@ def weight_short_name(variable):
 # sublayer that owns them during the call.
 _RNN_CELLS = tuple(getattr(_L, name) for name in
                    ("SimpleRNNCell", "LSTMCell", "GRUCell") if hasattr(_L, name))
-_ATTENTION_PARTS = (("query", "_query_dense"), ("key", "_key_dense"),
-                    ("value", "_value_dense"), ("output", "_output_dense"))
+ATTENTION_PARTS = (("query", "_query_dense"), ("key", "_key_dense"),
+                   ("value", "_value_dense"), ("output", "_output_dense"))
 COMPOSITE_LAYER_NAMES = ("SimpleRNN", "LSTM", "GRU", "Bidirectional",
                          "TimeDistributed", "MultiHeadAttention")
 
@@ -130,7 +130,7 @@ def sparse_slots(layer):
     return sparse_slots(layer.layer)
   if kind == "attention":
     return [(f"{part}_kernel", getattr(layer, attr), getattr(layer, attr).kernel)
-            for part, attr in _ATTENTION_PARTS]
+            for part, attr in ATTENTION_PARTS]
   if callable(getattr(layer, "get_sparsifiable_weights", None)):
     variables = list(layer.get_sparsifiable_weights())
   elif isinstance(layer, SUPPORTED_LAYERS):
@@ -152,12 +152,15 @@ def sparsifiable_weights(layer):
   return [(key, variable) for key, _, variable in sparse_slots(layer)]
 
 
-def _einsum_matrix_shape(equation, kernel_shape):
+def einsum_matrix_shape(equation, kernel_shape):
   """(fan_in, fan_out) of an EinsumDense kernel from its equation.
 
   Kernel axes that also index the input are contracted (fan-in); the others
   index the output (fan-out). "abc,cde->abde" with kernel (c, d, e) gives
-  (c, d * e).
+  (c, d * e). FLOPs counting (`keras_rigl.flops`) reads the fan-in from it.
+
+  >>> einsum_matrix_shape("abc,cde->abde", (4, 2, 3))
+  (4, 6)
   """
   inputs, _ = equation.split("->")
   input_spec, kernel_spec = inputs.split(",")
@@ -184,7 +187,7 @@ def distribution_shapes(layer):
   for key, owner, variable in sparse_slots(layer):
     equation = getattr(owner, "equation", None)
     if isinstance(owner, _EINSUM) and isinstance(equation, str):
-      shapes[key] = _einsum_matrix_shape(equation, tuple(variable.shape))
+      shapes[key] = einsum_matrix_shape(equation, tuple(variable.shape))
     else:
       shapes[key] = tuple(int(d) for d in variable.shape)
   return shapes
@@ -209,7 +212,7 @@ def _build_attention(layer, query_shape):
             "_value_dense": layer._value_shape,
             "_output_dense": tf.TensorShape(layer._query_shape[:-1]).concatenate(
                 [layer._num_heads, layer._value_dim])}
-  for _, attr in _ATTENTION_PARTS:
+  for _, attr in ATTENTION_PARTS:
     sublayer = getattr(layer, attr)
     if not sublayer.built:
       with tf.init_scope():

@@ -7,7 +7,7 @@ import tensorflow as tf
 import keras_rigl as kr
 from keras_rigl import _keras
 from keras_rigl._keras import keras
-from keras_rigl.schedules import drop_fraction_at, polynomial_sparsity
+from keras_rigl.methods.timing import drop_fraction_at, polynomial_sparsity
 from conftest import make_mlp, masked_pairs, sparse_ce
 
 
@@ -333,7 +333,7 @@ def test_pruning_bad_arguments():
 
 # --- docstring examples ----------------------------------------------------------
 
-@pytest.mark.parametrize("module_name", ["methods.base", "methods.rigl", "methods.set", "methods.pruning", "schedules", "masks"])
+@pytest.mark.parametrize("module_name", ["methods.base", "methods.rigl", "methods.set", "methods.pruning", "methods.timing", "masks"])
 def test_docstring_examples_run(module_name):
   import doctest  # pylint: disable=g-import-not-at-top
   import importlib  # pylint: disable=g-import-not-at-top

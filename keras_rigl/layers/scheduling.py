@@ -16,17 +16,8 @@ from keras_rigl.layers import kernels
 from keras_rigl.layers import static_update as _static
 from keras_rigl.layers import update as _update
 from keras_rigl.layers.base import CompressedLayer, capture_layer_io
-from keras_rigl.masks import name_seed
-
-
-class _Target:
-  """One compressed weight, its optimizer slots and its RNG key."""
-
-  def __init__(self, weight, seed):
-    self.weight = weight
-    seed_pair = name_seed(seed, weight.name)
-    self.key = (seed_pair[0] << 31) | seed_pair[1]
-    self.slots = []
+from keras_rigl.targets import Target
+from keras_rigl.walk import walk_layers
 
 
 class CompressedUpdater:
@@ -41,16 +32,16 @@ class CompressedUpdater:
   (1, 12)
   """
 
-  def __init__(self, model, seed, scheduler):
-    # Imported here: surgery imports keras_rigl.layers.
-    from keras_rigl.surgery import walk_layers  # pylint: disable=g-import-not-at-top
+  def __init__(self, model, seed, scheduler, fixed_count=True):
+    """`scheduler` names the callback in errors; `fixed_count=False` for one
+    that changes the number of ones (pruning), which compressed layers refuse."""
     layers = [l for l in walk_layers(model) if isinstance(l, CompressedLayer)]
-    if layers and scheduler == "MagnitudePruningScheduler":
+    if layers and not fixed_count:
       raise ValueError(
-          f"MagnitudePruningScheduler cannot prune compressed layers "
+          f"{scheduler} cannot prune compressed layers "
           f"({[l.name for l in layers]}): their number of stored entries is fixed. "
           "Use storage='masked' in keras_rigl.sparsify for dense-to-sparse pruning.")
-    self.targets = [_Target(w, seed) for l in layers for w in l.compressed_weights]
+    self.targets = [Target(w, w.name, seed) for l in layers for w in l.compressed_weights]
     self.size = sum(t.weight.size for t in self.targets)
     # Static shapes (automatic under XLA): moved entries per update are
     # bounded by nnz x max_fraction, the schedule's largest drop fraction.
@@ -104,12 +95,13 @@ class CompressedUpdater:
 
   # --- the update -----------------------------------------------------------
 
-  def apply(self, step, drop_fraction, grow, data=None, grow_init="zeros"):
+  def apply(self, step, drop_fraction, data=None, grow_init="zeros"):
     """Drop/grow every compressed weight; returns the changed mask entries (float64).
 
     Args:
       step: int64 scalar tensor; drop_fraction: scalar.
-      grow: "rigl" (needs `data`: [(inputs, gradients)] per target) or "set".
+      data: [(inputs, gradients)] per target, recorded by a pass that takes
+        the dense gradient (RigL): growth by gradient. None: random growth.
       grow_init: "zeros", "random_normal" or "random_uniform".
     """
     changed = tf.constant(0.0, tf.float64)
@@ -119,8 +111,8 @@ class CompressedUpdater:
       indices = weight.positions()
       if self.static_shapes or kernels.in_xla_context():
         new_indices, source = self._static_update(target, step, values, indices,
-                                                  drop_fraction, grow, data, i)
-      elif grow == "rigl":
+                                                  drop_fraction, data, i)
+      elif data is not None:
         a, d = data[i]
         block = weight.layer.block_size
         grower = lambda kept, k, a=a, d=d, w=weight, block=block: _update.rigl_grow(
@@ -140,11 +132,11 @@ class CompressedUpdater:
   def _set_seed(self, target, step):
     return tf.stack([tf.constant(target.key, tf.int64), step + (1 << 40)])
 
-  def _static_update(self, target, step, values, indices, drop_fraction, grow, data, i):
+  def _static_update(self, target, step, values, indices, drop_fraction, data, i):
     """Under XLA (or `static_shapes`): the same choice with static shapes."""
     weight = target.weight
     max_count = int(math.floor(weight.nnz * self.max_fraction))
-    if grow == "rigl":
+    if data is not None:
       a, d = data[i]
       grower = lambda still, k, n, a=a, d=d, w=weight: _static.rigl_grow_static(
           a, d, w.n_rows, w.n_cols, indices, still, k, w.layer.block_size)

@@ -26,38 +26,11 @@ from keras_rigl.layers.positions import sample_positions
 # of float32). Peak extra memory of a growth step is a small multiple of it.
 DEFAULT_BLOCK_ELEMENTS = 1 << 21
 
-# masks.py decides how many connections move and how drop ties break. When
-# it exposes `drop_count` (the authors' float32 rule) it also drops the HIGHER
-# flat index among equal scores; before that, the float64 floor and the lower
-# index. Both storages must follow the same rule, so follow masks.py.
-_MASKS_DROP_COUNT = getattr(_masks, "drop_count", None)
-DROP_TIES_TO_HIGHER_POSITION = _MASKS_DROP_COUNT is not None
-
-
-def drop_count(n_active, drop_fraction):
-  """How many of `n_active` connections move at `drop_fraction` (as masks.py).
-
-  Example:
-  >>> int(drop_count(10, 0.3))
-  3
-  """
-  if _MASKS_DROP_COUNT is not None:
-    return _MASKS_DROP_COUNT(n_active, drop_fraction)
-  fraction = tf.cast(tf.convert_to_tensor(drop_fraction, dtype_hint=tf.float64), tf.float64)
-  return tf.cast(tf.floor(tf.cast(n_active, tf.float64) * fraction), tf.int32)
-
-
-def finite_scores(scores):
-  """NaN -> lowest finite value, +-Inf -> +-largest finite (counts stay exact).
-
-  Example:
-  >>> finite_scores([1.0, float("nan")]).numpy().tolist()[0]
-  1.0
-  """
-  big = tf.constant(tf.float32.max, tf.float32)
-  scores = tf.cast(scores, tf.float32)
-  scores = tf.where(tf.math.is_nan(scores), -big, scores)
-  return tf.clip_by_value(scores, -big, big)
+# One rule for both storages: how many connections move, how non-finite
+# scores rank (masks.py), and drop ties go to the HIGHER flat index, as there.
+drop_count = _masks.drop_count
+finite_scores = _masks.finite_scores
+DROP_TIES_TO_HIGHER_POSITION = True
 
 
 def select_largest(scores, positions, k, ties_to_higher=False, positions_sorted=False):

@@ -26,35 +26,78 @@ from keras_rigl import _keras
 from keras_rigl._keras import keras
 from keras_rigl.layers.scheduling import CompressedUpdater
 from keras_rigl.methods import in_step as _in_step
-from keras_rigl.masks import name_seed
 from keras_rigl.methods.validation import check_int, check_seed
-from keras_rigl.schedules import is_update_step
-from keras_rigl.surgery import walk_layers
+from keras_rigl.methods.timing import is_update_step
+from keras_rigl.targets import Target
+from keras_rigl.walk import walk_layers
 from keras_rigl.wrapper import SparseWrapper
 
 # Fraction of a run's steps after which RigL stops updating masks (the paper).
 DEFAULT_END_FRACTION = 0.75
 
 
-class Target:
-  """One masked weight: its wrapper, variables, optimizer slots, RNG seed."""
+class _UpdateTiming:
+  """When an update is due: the window, the step counter, skipped batches.
 
-  def __init__(self, wrapper, index, weight, mask, seed):
-    self.wrapper = wrapper
-    self.index = index
-    self.weight = weight
-    self.mask = mask
-    self.name = f"{wrapper.layer.name}/{wrapper.weight_keys[index]}"
-    seed_pair = name_seed(seed, self.name)
-    # One int64 key from (seed, layer) for stateless RNG seeds [key, step].
-    self.key = (seed_pair[0] << 31) | seed_pair[1]
-    self.size = int(np.prod(weight.shape))
-    self.slots = []
-    self.max_update = None  # Static bound on moved connections (TPU).
-    self.tap = None  # Its wrapper's GradientTap, when a scheduler enables one.
+  Part of `MaskScheduler` (kept apart to keep each class one concern). It
+  reads ``self.update_freq``, ``self.begin_step``, ``self._end_step`` and
+  ``self._steps_per_execution``, and calls ``self._run_update(step)``.
+  """
+
+  def _resolve_end_step(self):
+    if self.end_step is not None:
+      return self.end_step
+    steps, epochs = self.params.get("steps"), self.params.get("epochs")
+    if not steps or not epochs:
+      raise ValueError(
+          f"{type(self).__name__}(end_step=None) takes 75% of the run's steps, but "
+          "Keras does not know how many steps this fit runs (no steps_per_epoch "
+          "and a dataset of unknown length). Pass end_step=... explicitly.")
+    return int(DEFAULT_END_FRACTION * steps * epochs)
+
+  def _should_update(self, step):
+    return is_update_step(step, self.update_freq, self.begin_step, self._end_step)
+
+  # The update due at step t (t optimizer steps done) runs when the next
+  # step is about to start, in on_train_batch_begin: Keras 3 runs batch-end
+  # hooks asynchronously only when no callback defines one, and checkpoints
+  # written at the end of a step (or of an epoch) then hold the state before
+  # the update, so a resumed run makes the same update at the same point. An
+  # update due after the very last step of a fit happens at the start of the
+  # next fit, if any.
+  def on_train_batch_begin(self, batch, logs=None):
+    if getattr(self, "in_step", False):
+      return  # The train step itself updates the masks.
+    # The step counter, not a batch counter, decides (batches drift from it:
+    # skipped mixed-precision steps, restores). It grows by at most
+    # steps_per_execution per batch, so it is read only when an update could
+    # be due: no device read on most batches.
+    if self._quiet_batches > 0:
+      self._quiet_batches -= 1
+      return
+    step = int(self.model.optimizer.iterations.numpy())
+    if step != self._done_step and self._should_update(step):
+      self._run_update(step)
+    self._quiet_batches = self._batches_before_due(step)
+
+  def _next_update_step(self, step):
+    """The first update step after `step`, None if unknown, inf if none."""
+    first = max(step + 1, self.begin_step)
+    candidate = -(-first // self.update_freq) * self.update_freq
+    return candidate if candidate <= self._end_step else math.inf
+
+  def _batches_before_due(self, step):
+    """How many coming batches cannot reach the next update step."""
+    upcoming = self._next_update_step(step)
+    if upcoming is None:
+      return 0
+    if upcoming == math.inf:
+      return math.inf
+    spe = self._steps_per_execution
+    return max(-(-(upcoming - step) // spe) - 1, 0)
 
 
-class MaskScheduler(keras.callbacks.Callback):
+class MaskScheduler(_UpdateTiming, keras.callbacks.Callback):
   """Shared machinery: finding layers, timing updates, slot resets, logs.
 
   Timing: an update is due when ``optimizer.iterations`` (the number of
@@ -85,6 +128,10 @@ class MaskScheduler(keras.callbacks.Callback):
   >>> keep.updates, keep.last_mask_change
   (3, 0.0)
   """
+
+  # False for a method that changes the number of ones (pruning): compressed
+  # layers, whose number of stored entries is fixed, refuse it.
+  _fixed_count = True
 
   def __init__(self, update_freq, begin_step, end_step, seed):
     super().__init__()
@@ -124,7 +171,8 @@ class MaskScheduler(keras.callbacks.Callback):
   def _find_targets(self):
     wrappers = [l for l in walk_layers(self.model) if isinstance(l, SparseWrapper)]
     # Compressed storage hook: keras_rigl.layers (SparseDense...) targets.
-    self._compressed = CompressedUpdater(self.model, self.seed, type(self).__name__)
+    self._compressed = CompressedUpdater(self.model, self.seed, type(self).__name__,
+                                         fixed_count=self._fixed_count)
     if not wrappers and not self._compressed:
       raise ValueError(
           f"{type(self).__name__}: the model has no SparseWrapper layers (nor "
@@ -132,20 +180,9 @@ class MaskScheduler(keras.callbacks.Callback):
           "call keras_rigl.sparsify(model, ...) before fit.")
     targets = []
     for wrapper in wrappers:
-      for index, (weight, mask) in enumerate(wrapper.masked_weights):
-        targets.append(Target(wrapper, index, weight, mask, self.seed))
+      for index in range(len(wrapper.masked_weights)):
+        targets.append(Target.of_wrapper(wrapper, index, self.seed))
     return targets
-
-  def _resolve_end_step(self):
-    if self.end_step is not None:
-      return self.end_step
-    steps, epochs = self.params.get("steps"), self.params.get("epochs")
-    if not steps or not epochs:
-      raise ValueError(
-          f"{type(self).__name__}(end_step=None) takes 75% of the run's steps, but "
-          "Keras does not know how many steps this fit runs (no steps_per_epoch "
-          "and a dataset of unknown length). Pass end_step=... explicitly.")
-    return int(DEFAULT_END_FRACTION * steps * epochs)
 
   def on_train_begin(self, logs=None):
     if self.in_step:
@@ -288,47 +325,6 @@ class MaskScheduler(keras.callbacks.Callback):
   def _max_fraction(self):
     """Largest fraction of a layer's ones one update can move."""
     return 1.0
-
-  def _should_update(self, step):
-    return is_update_step(step, self.update_freq, self.begin_step, self._end_step)
-
-  # The update due at step t (t optimizer steps done) runs when the next
-  # step is about to start, in on_train_batch_begin: Keras 3 runs batch-end
-  # hooks asynchronously only when no callback defines one, and checkpoints
-  # written at the end of a step (or of an epoch) then hold the state before
-  # the update, so a resumed run makes the same update at the same point. An
-  # update due after the very last step of a fit happens at the start of the
-  # next fit, if any.
-  def on_train_batch_begin(self, batch, logs=None):
-    if self.in_step:
-      return  # The train step itself updates the masks.
-    # The step counter, not a batch counter, decides (batches drift from it:
-    # skipped mixed-precision steps, restores). It grows by at most
-    # steps_per_execution per batch, so it is read only when an update could
-    # be due: no device read on most batches.
-    if self._quiet_batches > 0:
-      self._quiet_batches -= 1
-      return
-    step = int(self.model.optimizer.iterations.numpy())
-    if step != self._done_step and self._should_update(step):
-      self._run_update(step)
-    self._quiet_batches = self._batches_before_due(step)
-
-  def _next_update_step(self, step):
-    """The first update step after `step`, None if unknown, inf if none."""
-    first = max(step + 1, self.begin_step)
-    candidate = -(-first // self.update_freq) * self.update_freq
-    return candidate if candidate <= self._end_step else math.inf
-
-  def _batches_before_due(self, step):
-    """How many coming batches cannot reach the next update step."""
-    upcoming = self._next_update_step(step)
-    if upcoming is None:
-      return 0
-    if upcoming == math.inf:
-      return math.inf
-    spe = self._steps_per_execution
-    return max(-(-(upcoming - step) // spe) - 1, 0)
 
   def _run_update(self, step):
     if self._update_fn is None or (self._slots_pending and step > 0):

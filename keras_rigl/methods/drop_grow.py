@@ -24,7 +24,7 @@ from keras_rigl import redistribution as _redistribution
 from keras_rigl.masks import check_min_fan_in, drop_count, update_mask
 from keras_rigl.methods.base import MaskScheduler
 from keras_rigl.methods.validation import check_fraction
-from keras_rigl.schedules import drop_fraction_at, parse_drop_fraction_schedule
+from keras_rigl.methods.timing import drop_fraction_at, parse_drop_fraction_schedule
 
 GROW_INIT_CHOICES = ("zeros", "random_normal", "random_uniform")
 # Layer-wise redistribution of the regrown count (RigL's `redistribution`).
@@ -39,7 +39,6 @@ _MAX_SCHEDULE_CHECKS = 100_000
 class DropGrowScheduler(MaskScheduler):
   """Drop by magnitude, grow by a score: the common part of RigL and SET."""
 
-  _compressed_grow = "rigl"  # Compressed storage hook: how they grow.
   _schedule_arg = "drop_fraction_schedule"  # Its name in error messages.
 
   def __init__(self, update_freq=100, drop_fraction=0.3,
@@ -272,7 +271,8 @@ class DropGrowScheduler(MaskScheduler):
   def _compressed_update(self, step, argument):
     # RigL's _grow_scores (same trace, called just before) leaves the
     # compressed layers' inputs and output gradients in _compressed_data.
-    return self._compressed.apply(step, argument[0], self._compressed_grow,
+    # Without that data (SET, random-growth methods) growth is random.
+    return self._compressed.apply(step, argument[0],
                                   getattr(self, "_compressed_data", None), self.grow_init)
 
   def _grown_values(self, target, step, new_mask, grown):

@@ -10,7 +10,7 @@ from keras_rigl import _keras
 from keras_rigl.masks import prune_mask
 from keras_rigl.methods.base import MaskScheduler
 from keras_rigl.methods.validation import check_fraction
-from keras_rigl.schedules import polynomial_sparsity
+from keras_rigl.methods.timing import polynomial_sparsity
 
 
 class MagnitudePruningScheduler(MaskScheduler):
@@ -47,6 +47,8 @@ class MagnitudePruningScheduler(MaskScheduler):
   >>> [round(l.sparsity, 2) for l in model.layers if isinstance(l, kr.SparseWrapper)]
   [0.5, 0.5]
   """
+
+  _fixed_count = False  # Compressed layers cannot be pruned.
 
   def __init__(self, initial_sparsity=0.0, final_sparsity=None, begin_step=0,
                end_step=None, update_freq=100, power=3, schedule=None):

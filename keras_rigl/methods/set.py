@@ -21,11 +21,11 @@ class SETScheduler(DropGrowScheduler):
   Example:
   >>> import numpy as np, tensorflow as tf, keras_rigl as kr
   >>> from keras_rigl._keras import keras
+  >>> hidden, out = keras.layers.Dense(32, activation="relu"), keras.layers.Dense(2)
+  >>> model = kr.sparsify(keras.Sequential([keras.Input((12,)), hidden, out]), 0.8)
+  >>> model.compile("sgd", "mse")
   >>> x = np.random.default_rng(0).normal(size=(64, 12)).astype("float32")
   >>> train = tf.data.Dataset.from_tensor_slices((x, x[:, :2])).batch(16)
-  >>> model = kr.sparsify(keras.Sequential([keras.Input((12,)),
-  ...     keras.layers.Dense(32, activation="relu"), keras.layers.Dense(2)]), 0.8)
-  >>> model.compile("sgd", "mse")
   >>> set_ = kr.SETScheduler(update_freq=4, end_step=4)
   >>> history = model.fit(train, epochs=2, callbacks=[set_], verbose=0)
   >>> set_.updates
@@ -43,8 +43,6 @@ class SETScheduler(DropGrowScheduler):
     super().__init__(update_freq, drop_fraction, drop_fraction_schedule, begin_step,
                      end_step, grow_init, seed, min_fan_in=min_fan_in)
     check_int("grad_accumulation_steps", grad_accumulation_steps, 1, "SETScheduler: ")
-
-  _compressed_grow = "set"  # Compressed storage hook.
 
   def _grow_scores(self, step, source):
     return [tf.random.stateless_uniform(

@@ -15,7 +15,7 @@ import numpy as np
 
 from keras_rigl.methods.drop_grow import DropGrowScheduler
 from keras_rigl.methods.validation import check_fraction
-from keras_rigl.schedules import parse_drop_fraction_schedule
+from keras_rigl.methods.timing import parse_drop_fraction_schedule
 
 
 class SNFSScheduler(DropGrowScheduler):
@@ -81,12 +81,12 @@ class SNFSScheduler(DropGrowScheduler):
   Example:
   >>> import numpy as np, tensorflow as tf, keras_rigl as kr
   >>> from keras_rigl._keras import keras
-  >>> x = np.random.default_rng(0).normal(size=(64, 12)).astype("float32")
-  >>> y = (x[:, 0] > 0).astype("int32")
-  >>> train = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
-  >>> model = kr.sparsify(keras.Sequential([keras.Input((12,)),
-  ...     keras.layers.Dense(32, activation="relu"), keras.layers.Dense(2)]), 0.8)
+  >>> dense = keras.Sequential([keras.Input((12,)),
+  ...     keras.layers.Dense(32, activation="relu"), keras.layers.Dense(2)])
+  >>> model = kr.sparsify(dense, 0.8)
   >>> model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  >>> x = np.random.default_rng(0).normal(size=(64, 12)).astype("float32")
+  >>> train = tf.data.Dataset.from_tensor_slices((x, (x[:, 0] > 0).astype("int32"))).batch(16)
   >>> snfs = kr.SNFSScheduler(update_freq=2, end_step=6)
   >>> history = model.fit(train, epochs=2, callbacks=[snfs], verbose=0)
   >>> snfs.updates, [sum(counts.values()) for _, counts in snfs.count_history]

@@ -15,7 +15,7 @@ Example:
 """
 
 from keras_rigl import models as _models
-from keras_rigl import methods as _methods
+from keras_rigl.methods import registry as _registry
 from keras_rigl.snip import snip as _snip
 from keras_rigl import surgery as _surgery
 from keras_rigl._keras import keras
@@ -88,20 +88,20 @@ def build_training_model(config, input_shape, num_classes, seed=0,
   keras.utils.set_random_seed(seed)
   reference = build_model(config.model, input_shape, num_classes)
   decay = dict(weight_decay=config.weight_decay, decay_depthwise=config.decay_depthwise)
-  if config.method == "dense":
+  method = _registry.get(config.method)
+  if method.model == "dense":
     return rebuild(reference, **decay), reference
-  if config.method == "small_dense":
+  if method.model == "small_dense":
     return rebuild(reference, width=small_dense_factor, **decay), reference
   base = rebuild(reference, **decay)
-  if config.method == "snip":
+  if method.model == "snip":
     if data is None:
-      raise ValueError("build_training_model: method 'snip' needs data=... (batches of "
-                       "(x, y) to take the connection sensitivities from).")
+      raise ValueError(f"build_training_model: method {method.name!r} needs data=... "
+                       "(batches of (x, y) to take the connection sensitivities from).")
     model = _snip(base, data, config.sparsity, **snip_kwargs(config, base),
                   loss=SparseCrossEntropy(config.label_smoothing), seed=seed)
     return model, reference
-  mask_init = "dense" if config.method == "pruning" else "random"
-  model = _surgery.sparsify(base, config.sparsity, seed=seed, mask_init=mask_init,
+  model = _surgery.sparsify(base, config.sparsity, seed=seed, mask_init=method.mask_init,
                             **sparsify_kwargs(config, base))
   return model, reference
 
@@ -126,9 +126,9 @@ def snip_kwargs(config, model):
 def make_scheduler(config, plan, data=None, seed=0):
   """The mask callback of the method (None for dense, small_dense, static, snip).
 
-  snfs: `SNFSScheduler` with `prune_rate`, `snfs_momentum`, the config's
-  update frequency, drop-fraction schedule (as the prune-rate schedule) and
-  window; rigl passes `redistribution` through.
+  The method's registry entry (`keras_rigl.methods.registry`) makes it: its
+  `arguments` turn the config into the callback's (see
+  `keras_rigl.methods.builtin` for the built-in methods').
 
   `plan` is the run's `Plan` (its begin/end steps); `data` the batches RigL
   takes its gradients from (needed for "rigl" only).
@@ -141,28 +141,4 @@ def make_scheduler(config, plan, data=None, seed=0):
   >>> type(make_scheduler(config, run_plan)).__name__
   'SETScheduler'
   """
-  end_step = max(plan.end_step, plan.begin_step)
-  if config.method == "rigl":
-    return _methods.RigLScheduler(
-        data, update_freq=config.update_freq, drop_fraction=config.drop_fraction,
-        drop_fraction_schedule=config.drop_fraction_schedule,
-        begin_step=plan.begin_step, end_step=end_step, grow_init=config.grow_init,
-        seed=seed, redistribution=None if config.redistribution in (None, "none")
-        else config.redistribution, min_fan_in=config.min_fan_in)
-  if config.method == "snfs":
-    return _methods.SNFSScheduler(
-        update_freq=config.update_freq, prune_rate=config.prune_rate,
-        prune_rate_schedule=config.drop_fraction_schedule,
-        momentum=config.snfs_momentum, redistribution=config.redistribution != "none",
-        begin_step=plan.begin_step, end_step=end_step, seed=seed)
-  if config.method == "set":
-    return _methods.SETScheduler(
-        update_freq=config.update_freq, drop_fraction=config.drop_fraction,
-        drop_fraction_schedule=config.drop_fraction_schedule,
-        begin_step=plan.begin_step, end_step=end_step, grow_init=config.grow_init,
-        seed=seed, min_fan_in=config.min_fan_in)
-  if config.method == "pruning":
-    return _methods.MagnitudePruningScheduler(
-        0.0, None, plan.pruning_begin_step,
-        max(plan.pruning_end_step, plan.pruning_begin_step), plan.pruning_freq)
-  return None
+  return _registry.get(config.method).make_scheduler(config, plan, data, seed)

@@ -18,12 +18,15 @@ Example:
 import dataclasses
 from typing import Optional, Tuple
 
-from keras_rigl.schedules import parse_drop_fraction_schedule
+from keras_rigl.methods import registry as _registry
+from keras_rigl.methods.timing import parse_drop_fraction_schedule
 
 MODELS = ("lenet300_100", "lenet5", "wide_resnet_22_2", "resnet50",
           "mobilenet_v1", "mobilenet_v2")
 DATASETS = ("fashion_mnist", "cifar10", "imagenet2012")
-METHODS = ("dense", "small_dense", "static", "set", "rigl", "pruning", "snfs", "snip")
+# The methods registered when the recipes load (`keras_rigl.methods.registry`;
+# a config checks against the registry itself, so methods registered later count).
+METHODS = _registry.names()
 DISTRIBUTIONS = ("erk", "uniform", "er")
 LR_UNITS = ("epochs", "steps", "fraction")
 LR_SCHEDULES = ("step", "cosine")
@@ -122,7 +125,9 @@ class Config:
     need(self.model in MODELS, f"Unknown model {self.model!r}; use one of {MODELS}.")
     need(self.dataset in DATASETS,
          f"Unknown dataset {self.dataset!r}; use one of {DATASETS}.")
-    need(self.method in METHODS, f"Unknown method {self.method!r}; use one of {METHODS}.")
+    need(self.method in _registry.names(),
+         f"Unknown method {self.method!r}; use one of {_registry.names()}.")
+    method = _registry.get(self.method)
     need(self.distribution in DISTRIBUTIONS,
          f"Unknown distribution {self.distribution!r}; use one of {DISTRIBUTIONS}.")
     need(0.0 <= self.sparsity < 1.0, f"sparsity must be in [0, 1), got {self.sparsity}.")
@@ -158,12 +163,13 @@ class Config:
     need(self.pruning_freq is None or self.pruning_freq >= 1,
          f"pruning_freq must be >= 1, got {self.pruning_freq}.")
     parse_drop_fraction_schedule(self.drop_fraction_schedule)  # ValueError if bad.
-    self._check_snfs()
+    self._check_snfs(method)
     need(_is_int(self.min_fan_in) and self.min_fan_in >= 0,
          f"min_fan_in must be an integer >= 0 (0: no minimum), got {self.min_fan_in!r}; "
          "e.g. --min_fan_in=1.")
-    need(self.min_fan_in == 0 or self.method in ("rigl", "set"),
-         f"--min_fan_in={self.min_fan_in} only applies to --method=rigl or set (it "
+    need(self.min_fan_in == 0 or "min_fan_in" in method.options,
+         f"--min_fan_in={self.min_fan_in} only applies to --method="
+         f"{' or '.join(_registry.accepting('min_fan_in'))} (it "
          f"keeps units connected through mask updates), not --method={self.method}; "
          "drop --min_fan_in or use --method=rigl.")
     need(self.snip_batches is None or (_is_int(self.snip_batches) and self.snip_batches >= 1),
@@ -173,24 +179,23 @@ class Config:
          f"Unknown snip_distribution {self.snip_distribution!r}; use one of "
          f"{SNIP_DISTRIBUTIONS}.")
     for name in ("snip_batches", "snip_distribution"):
-      need(getattr(self, name) is None or self.method == "snip",
-           f"--{name} only applies to --method=snip, not --method={self.method}; "
-           f"drop --{name} or use --method=snip.")
+      need(getattr(self, name) is None or name in method.options,
+           f"--{name} only applies to --method={' or '.join(_registry.accepting(name))}, "
+           f"not --method={self.method}; drop --{name} or use "
+           f"--method={_registry.accepting(name)[0]}.")
     return self
 
-  def _check_snfs(self):
+  def _check_snfs(self, method):
     """--method=snfs and --redistribution values and combinations."""
     redistribution = self.redistribution
     if redistribution is not None and redistribution not in REDISTRIBUTIONS:
       raise ValueError(f"--redistribution={redistribution!r} is unknown; use one of "
                        f"{REDISTRIBUTIONS}.")
-    if redistribution is not None and self.method not in ("rigl", "snfs"):
-      raise ValueError(f"--redistribution applies to --method=rigl or --method=snfs, not "
+    if redistribution is not None and "redistribution" not in method.options:
+      which = " or ".join(f"--method={n}" for n in _registry.accepting("redistribution"))
+      raise ValueError(f"--redistribution applies to {which}, not "
                        f"--method={self.method}; drop --redistribution or change --method.")
-    if self.method == "snfs" and redistribution == "gradient":
-      raise ValueError("--method=snfs redistributes by momentum: use "
-                       "--redistribution=momentum (the default) or none; 'gradient' is "
-                       "for --method=rigl.")
+    method.check_config(self)  # The method's own rules (snfs: no 'gradient').
     if not 0.0 <= self.prune_rate <= 1.0:
       raise ValueError(f"--prune_rate must be in [0, 1], got {self.prune_rate}; e.g. 0.5 "
                        "(SNFS's default).")

@@ -34,13 +34,8 @@ import tensorflow as tf
 
 from keras_rigl import flops as _flops
 from keras_rigl import surgery as _surgery
+from keras_rigl.methods import registry as _registry
 from keras_rigl.surgery import SparsityReport, SparsityRow
-
-# How each training method is charged in kr.training_flops.
-FLOPS_METHOD = {"dense": "dense", "small_dense": "dense", "static": "static",
-                "set": "set", "rigl": "rigl", "pruning": "pruning", "snfs": "snfs",
-                "snip": "static"}  # SNIP's few gradient batches are not counted.
-
 
 def build_report(model, reference, *, method, steps, batch_size, update_freq=100,
                  end_step=None, pruning_begin_step=0, pruning_end_step=None,
@@ -52,8 +47,7 @@ def build_report(model, reference, *, method, steps, batch_size, update_freq=100
     model: the trained model (SparseWrappers are read through their masks).
     reference: the dense model of the same architecture and full width; FLOPs
       and size are given relative to it.
-    method: one of "dense", "small_dense", "static", "set", "rigl", "pruning",
-      "snfs", "snip".
+    method: a registered method name (`keras_rigl.methods.names()`).
     steps: training steps run; batch_size: global batch size.
     update_freq, end_step: RigL's dT and last update step (training FLOPs).
     pruning_begin_step, pruning_end_step, pruning_freq: the pruning window.
@@ -68,16 +62,13 @@ def build_report(model, reference, *, method, steps, batch_size, update_freq=100
   sparsity = _surgery.sparsity_report(model)
   count = _flops.count_flops(model)
   dense_count = _flops.count_flops(reference)
-  flops_method = FLOPS_METHOD[method]
-  kwargs = {}
-  if flops_method in ("rigl", "snfs"):
-    kwargs = dict(update_freq=update_freq, end_step=end_step)
-  elif flops_method == "pruning":
-    end = steps if pruning_end_step is None else pruning_end_step
-    kwargs = dict(pruning_begin_step=pruning_begin_step,
-                  pruning_end_step=max(end, pruning_begin_step),
-                  pruning_frequency=pruning_freq)
-  train_flops = _flops.training_flops(count, flops_method, steps, batch_size, **kwargs)
+  # The method's FLOPs kind (the method registry) picks the formula, which
+  # reads the arguments it needs: the update window or the pruning one.
+  end = steps if pruning_end_step is None else pruning_end_step
+  train_flops = _flops.training_flops(
+      count, method, steps, batch_size, update_freq=update_freq, end_step=end_step,
+      pruning_begin_step=pruning_begin_step,
+      pruning_end_step=max(end, pruning_begin_step), pruning_frequency=pruning_freq)
   dense_train_flops = _flops.training_flops(dense_count, "dense", steps, batch_size)
   size = _flops.model_size_bytes(model)
   dense_size = _flops.model_size_bytes(reference)
@@ -155,11 +146,10 @@ def title(report):
   setup = report.get("setup", {})
   method = report["method"]
   what = f"{setup.get('model', '?')} on {setup.get('dataset', '?')}"
-  if method in ("dense", "small_dense"):
+  if method in _registry.names() and _registry.get(method).model in ("dense", "small_dense"):
     return f"{method}: {what}"
-  distribution = setup.get("distribution", "")
-  if method == "snip" and setup.get("snip_distribution"):
-    distribution = setup["snip_distribution"]
+  # A config sets snip_distribution only for the methods that take it (snip).
+  distribution = setup.get("snip_distribution") or setup.get("distribution", "")
   options = f" min_fan_in={setup['min_fan_in']}" if setup.get("min_fan_in") else ""
   return f"{method} {setup.get('sparsity', 0):.0%} {distribution}{options}: {what}"
 

@@ -30,6 +30,7 @@ from absl import logging
 
 from keras_rigl import data as _data
 from keras_rigl.export import export as export_model
+from keras_rigl.methods import registry as _registry
 from keras_rigl._keras import FLAVOUR
 from keras_rigl._keras import keras
 from keras_rigl.recipes import callbacks as callbacks_lib
@@ -164,19 +165,20 @@ def validate(config, options):
         f"--batch_size={config.batch_size} is larger than the {config.dataset} "
         f"training set ({info.num_train} examples); use at most {info.num_train}.")
   plan = make_plan(config, info, o.steps_per_epoch, o.training_steps_multiplier)
-  if config.method in ("rigl", "set", "snfs") and plan.end_step < plan.begin_step:
+  method = _registry.get(config.method)
+  if method.window == "update" and plan.end_step < plan.begin_step:
     raise SetupError(
         f"--end_step={plan.end_step} is before --begin_step={plan.begin_step}: "
         f"{config.method} would make no mask update; set --end_step >= "
         "--begin_step (or a later --end_step / an earlier --begin_step).")
-  if config.method == "pruning" and plan.pruning_end_step < plan.pruning_begin_step:
+  if method.window == "pruning" and plan.pruning_end_step < plan.pruning_begin_step:
     raise SetupError(
         f"--pruning_end_step={plan.pruning_end_step} is before "
         f"--pruning_begin_step={plan.pruning_begin_step}; set --pruning_end_step "
         ">= --pruning_begin_step.")
-  if o.steps_per_execution > 1 and config.method in ("set", "rigl", "pruning", "snfs"):
+  if o.steps_per_execution > 1 and method.window is not None:
     flag, freq = "update_freq", config.update_freq
-    if config.method == "pruning":
+    if method.window == "pruning":
       flag, freq = "pruning_freq", plan.pruning_freq
     if freq % o.steps_per_execution:
       raise SetupError(
@@ -258,7 +260,7 @@ def run(config, options, callbacks=()):
                              seed=options.seed, image_size=options.image_size,
                              start_step=start_step)
     small_dense_factor = None
-    if config.method == "small_dense":
+    if _registry.get(config.method).model == "small_dense":
       small_dense_factor = small_dense_width(config, input_shape, info.num_classes,
                                              options.seed)
       logging.info("small_dense: width x%.4f", small_dense_factor)

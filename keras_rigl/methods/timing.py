@@ -1,4 +1,4 @@
-"""Schedules: when masks update, how many connections move, how sparse to prune.
+"""Timing of mask updates: when masks move, how many connections move, how sparse to prune.
 
 Pure Python/numpy on integer steps (the callbacks call these eagerly, once per
 update), in float64 so that ``floor(n * fraction)`` matches the reference.
