@@ -11,6 +11,12 @@ trainer). The variants:
                         count (once per seed and sparsity)
   static, snip, set, snfs, rigl, pruning
                         at every sparsity, uniform and ERK
+                        (rigl: grow scores from a separate pass over a training
+                        batch, `grow_scores="data"`, the setting of every run
+                        recorded before the in-step update existed)
+  rigl_step             RigL with the update inside the train step, grow
+                        scores from the step's own gradient (the default of
+                        RigLScheduler and train.py now)
   rigl_redistribution   RigL whose layer counts follow the momentum
   rigl_min_fan_in       RigL that keeps >= 1 input per unit
   rigl_2x               RigL trained twice as long (--training_steps_multiplier 2)
@@ -76,14 +82,15 @@ VARIANTS = collections.OrderedDict([
     ("snip", (dict(method="snip"), 1.0)),
     ("set", (dict(method="set"), 1.0)),
     ("snfs", (dict(method="snfs"), 1.0)),
-    ("rigl", (dict(method="rigl"), 1.0)),
+    ("rigl", (dict(method="rigl", grow_scores="data"), 1.0)),
+    ("rigl_step", (dict(method="rigl", grow_scores="step"), 1.0)),
     ("rigl_redistribution", (dict(method="rigl", redistribution="momentum"), 1.0)),
-    ("rigl_min_fan_in", (dict(method="rigl", min_fan_in=1), 1.0)),
-    ("rigl_2x", (dict(method="rigl"), 2.0)),
+    ("rigl_min_fan_in", (dict(method="rigl", min_fan_in=1, grow_scores="data"), 1.0)),
+    ("rigl_2x", (dict(method="rigl", grow_scores="data"), 2.0)),
     ("pruning", (dict(method="pruning"), 1.0)),
     # Diagnostics, only when asked for: RigL without the update at step 0
     # (the authors' TF2 trainer first updates after update_freq steps).
-    ("rigl_no_step0_update", (dict(method="rigl", begin_step=1), 1.0)),
+    ("rigl_no_step0_update", (dict(method="rigl", begin_step=1, grow_scores="data"), 1.0)),
 ])
 DIAGNOSTICS = ("rigl_no_step0_update",)
 EQUAL_FLOPS = "erk=flops"

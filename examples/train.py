@@ -133,6 +133,12 @@ flags.DEFINE_integer("pruning_begin_step", None, "First pruning step.", lower_bo
 flags.DEFINE_integer("pruning_end_step", None, "Step at which pruning reaches the "
                      "target sparsity.", lower_bound=0)
 flags.DEFINE_integer("pruning_freq", None, "Steps between pruning steps.", lower_bound=1)
+flags.DEFINE_enum("grow_scores", None, ["step", "data"],
+                  "RigL's grow scores: step (default: the train step's own gradient "
+                  "w.r.t. W * M, the update inside the compiled train step, as the "
+                  "authors' TF1 code) or data (a separate forward/backward pass over a "
+                  "training batch, host-scheduled, as rigl_tf2; needed by "
+                  "--redistribution).")
 # Sparse momentum (--method=snfs) and layer-wise redistribution (rigl, snfs).
 flags.DEFINE_string("redistribution", None,
                     "none, momentum or gradient: regrow each update's total across "
@@ -212,7 +218,7 @@ _CONFIG_FLAGS = ("model", "dataset", "method", "sparsity", "distribution",
                  "drop_fraction_schedule", "begin_step", "end_step", "pruning_begin_step",
                  "pruning_end_step", "pruning_freq", "eval_every", "min_fan_in",
                  "snip_batches", "snip_distribution")
-_CONFIG_FLAGS += ("redistribution", "prune_rate", "snfs_momentum")
+_CONFIG_FLAGS += ("redistribution", "prune_rate", "snfs_momentum", "grow_scores")
 
 flags.DEFINE_bool("tf_verbose", False, "Show TensorFlow's C++ info/warning log lines "
                   "(hidden by default; TF_CPP_MIN_LOG_LEVEL, if set, wins).")

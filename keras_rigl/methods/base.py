@@ -157,6 +157,8 @@ class MaskScheduler(_UpdateTiming, keras.callbacks.Callback):
     self.updates = 0
     # [(step, weight name)] of layer updates skipped for non-finite values.
     self.skipped_layers = []
+    # [(step, fraction of mask entries changed)] of every update, in order.
+    self.update_history = []
     self._supports_tf_logs = True  # tf_keras: no per-batch numpy conversion.
     # Static shapes in the update (automatic under TPUStrategy); same result.
     self.static_shapes = False
@@ -341,6 +343,7 @@ class MaskScheduler(_UpdateTiming, keras.callbacks.Callback):
     self.last_mask_change = float(change)
     self.last_update_step = step
     self.updates += 1
+    self.update_history.append((step, self.last_mask_change))
     self._after_update(step)
     finite = np.asarray(finite)
     if not finite.all():
@@ -367,6 +370,12 @@ class MaskScheduler(_UpdateTiming, keras.callbacks.Callback):
     if self._in_step is not None:
       self._in_step.sync()
     self._log(int(self.model.optimizer.iterations.numpy()), logs)
+
+  def sync_updates(self):
+    """Brings `updates`, `update_history`... up to date (in-step updates are
+    read from their variables at epoch ends; call this to read them now)."""
+    if self._in_step is not None:
+      self._in_step.sync()
 
   def on_train_end(self, logs=None):
     if self._in_step is not None:

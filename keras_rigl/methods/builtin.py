@@ -27,6 +27,10 @@ def _drop_grow(config, seed):
 def rigl_arguments(config, plan, data, seed):
   """RigLScheduler's arguments; `redistribution` passes through ("none": None).
 
+  `data` goes to the scheduler only with ``grow_scores="data"`` (or with
+  redistribution, which needs it); by default the update runs inside the
+  train step and grows by the step's own gradient.
+
   >>> from keras_rigl.recipes import configs, plan as plan_lib
   >>> import keras_rigl as kr
   >>> config = configs.get_config("fashion_mnist_lenet300_100")
@@ -34,9 +38,20 @@ def rigl_arguments(config, plan, data, seed):
   >>> rigl_arguments(config, run_plan, None, 0)["redistribution"] is None
   True
   """
-  redistribution = config.redistribution
-  return dict(data=data, **_drop_grow(config, seed), **_update_window(plan),
-              redistribution=None if redistribution in (None, "none") else redistribution)
+  redistribution = None if config.redistribution in (None, "none") else config.redistribution
+  return dict(data=None if rigl_in_train_step(config) else data,
+              **_drop_grow(config, seed), **_update_window(plan),
+              redistribution=redistribution)
+
+
+def rigl_in_train_step(config):
+  """RigL grows from the train step's own gradient unless told otherwise.
+
+  ``grow_scores="data"`` (or redistribution, which needs the separate pass)
+  selects the host-scheduled update over separate batches.
+  """
+  redistribution = config.redistribution not in (None, "none")
+  return (config.grow_scores or ("data" if redistribution else "step")) == "step"
 
 
 def set_arguments(config, plan, data, seed):
@@ -81,7 +96,8 @@ for _method in (
     Method("set", SETScheduler, arguments=set_arguments, options=("min_fan_in",),
            summary="dynamic sparse training, random growth (Mocanu et al.)"),
     Method("rigl", RigLScheduler, flops="dense_gradient_every_update",
-           arguments=rigl_arguments, options=("min_fan_in", "redistribution"),
+           arguments=rigl_arguments, in_train_step=rigl_in_train_step,
+           options=("min_fan_in", "redistribution", "grow_scores"),
            summary="dynamic sparse training, gradient growth (Evci et al.)"),
     Method("pruning", MagnitudePruningScheduler, flops="pruning", mask_init="dense",
            window="pruning", arguments=pruning_arguments,

@@ -204,6 +204,12 @@ class InStepUpdate:
                                       name="rigl_skipped_step", **state)
     self._table = drop_fraction_table(scheduler, self.end_step)
     self._seen_updates, self._seen_skipped = 0, np.zeros(len(targets), np.int64)
+    # Per update step of the window: its mask change, once done (history).
+    slots = len(self._table[1]) if self._table is not None else 0
+    with model.distribute_strategy.scope():
+      self.history = tf.Variable(tf.fill([max(slots, 1)], tf.constant(-1.0, tf.float64)),
+                                 name="rigl_update_history", **state)
+    self._reported = set()
     self._by_variable = {id(t.weight): t for t in targets}
     self._original = None
 
@@ -219,6 +225,16 @@ class InStepUpdate:
     scheduler.updates += updates - self._seen_updates
     scheduler.last_update_step = int(self.last_step.numpy())
     scheduler.last_mask_change = float(self.last_change.numpy())
+    if self._table is not None:
+      first, freq = self._table[0], scheduler.update_freq
+      history = np.asarray(self.history.numpy())
+      done = [i for i in np.flatnonzero(history >= 0) if i not in self._reported]
+      self._reported.update(done)
+      scheduler.update_history.extend((first + int(i) * freq, float(history[i]))
+                                      for i in sorted(done))
+    else:
+      scheduler.update_history.append((scheduler.last_update_step,
+                                       scheduler.last_mask_change))
     new = [(int(step), t.name) for t, now, before, step in
            zip(targets, skipped, self._seen_skipped, steps) if now > before]
     self._seen_updates, self._seen_skipped = updates, skipped
@@ -333,6 +349,7 @@ class InStepUpdate:
       bad = tf.logical_not(finite)
       with tf.control_dependencies([change, finite]):
         ops = [self.updates.assign_add(1), self.last_step.assign(step),
+               self._record_history(step, change),
                self.last_change.assign(change),
                self.skipped.assign_add(tf.cast(bad, tf.int64)),
                self.skipped_step.assign(tf.where(bad, step, self.skipped_step))]
@@ -340,6 +357,15 @@ class InStepUpdate:
         return tf.constant(True)
 
     return tf.cond(self.due(step), update, lambda: tf.constant(False))
+
+  def _record_history(self, step, change):
+    if self._table is None:
+      return tf.no_op()
+    first, freq = self._table[0], self.scheduler.update_freq
+    index = tf.clip_by_value((step - first) // freq, 0, self.history.shape[0] - 1)
+    return self.history.assign(tf.tensor_scatter_nd_update(
+        tf.convert_to_tensor(self.history), tf.reshape(index, [1, 1]),
+        tf.reshape(change, [1])))
 
 
 # --- the callback side ---------------------------------------------------------

@@ -67,6 +67,9 @@ class Method:
       for a method without it is refused.
     check: optional ``config -> None`` that raises ValueError for a recipe
       config this method cannot run (its own rules, checked with the config).
+    in_train_step: optional ``config -> bool``: True when, for that config,
+      the scheduler updates masks inside the compiled train step (then
+      ``steps_per_execution`` need not divide the update frequency).
 
   Example:
   >>> get("rigl").flops, get("static").moves_masks
@@ -83,6 +86,7 @@ class Method:
   window: Optional[str] = "update"
   options: Tuple[str, ...] = ()
   check: Optional[Callable[[Any], None]] = None
+  in_train_step: Optional[Callable[[Any], bool]] = None
 
   def __post_init__(self):
     if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -102,6 +106,16 @@ class Method:
   def moves_masks(self):
     """True when a callback changes the masks during training."""
     return self.scheduler is not None
+
+  def updates_in_train_step(self, config):
+    """True when this method's mask updates run inside the train step.
+
+    >>> from keras_rigl.recipes import configs
+    >>> config = configs.get_config("fashion_mnist_lenet300_100")
+    >>> get("rigl").updates_in_train_step(config), get("set").updates_in_train_step(config)
+    (True, False)
+    """
+    return self.in_train_step is not None and bool(self.in_train_step(config))
 
   def check_config(self, config):
     """Raises ValueError if this method cannot run recipe `config`."""

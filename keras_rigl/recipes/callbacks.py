@@ -73,27 +73,35 @@ class TrainingMonitor(keras.callbacks.Callback):
         saved = json.load(f)
       self.history = [h for h in saved.get("history", []) if h["step"] <= step]
       self.mask_updates = [u for u in saved.get("mask_updates", []) if u["step"] <= step]
-    self._updates_seen = self.scheduler.updates if self.scheduler else 0
+    self._updates_seen = len(self.scheduler.update_history) if self.scheduler else 0
 
-  # A batch-begin hook, after the scheduler's (which makes the updates there):
+  def _record_updates(self):
+    """Adds the scheduler's updates since the last call to the history."""
+    if self.scheduler is None:
+      return
+    new = self.scheduler.update_history[self._updates_seen:]
+    self._updates_seen += len(new)
+    for step, change in new:
+      update = {"step": int(step), "mask_change": float(change)}
+      if hasattr(self.scheduler, "current_drop_fraction"):
+        update["drop_fraction"] = float(self.scheduler.current_drop_fraction(step))
+      self.mask_updates.append(update)
+      if self._writer is not None:
+        with self._writer.as_default(step=int(step)):
+          tf.summary.scalar("mask/change", update["mask_change"])
+          if "drop_fraction" in update:
+            tf.summary.scalar("mask/drop_fraction", update["drop_fraction"])
+
+  # A batch-begin hook, after the scheduler's (which makes host updates there):
   # batch-end hooks would stop Keras 3 dispatching them asynchronously.
   def on_train_batch_begin(self, batch, logs=None):
-    if self.scheduler is None or self.scheduler.updates == self._updates_seen:
-      return
-    self._updates_seen = self.scheduler.updates
-    step = getattr(self.scheduler, "last_update_step", None)
-    step = self._step() if step is None else int(step)
-    update = {"step": step, "mask_change": float(self.scheduler.last_mask_change)}
-    if hasattr(self.scheduler, "current_drop_fraction"):
-      update["drop_fraction"] = float(self.scheduler.current_drop_fraction(step))
-    self.mask_updates.append(update)
-    if self._writer is not None:
-      with self._writer.as_default(step=step):
-        tf.summary.scalar("mask/change", update["mask_change"])
-        if "drop_fraction" in update:
-          tf.summary.scalar("mask/drop_fraction", update["drop_fraction"])
+    if self.scheduler is not None and not getattr(self.scheduler, "in_step", False):
+      self._record_updates()
 
   def on_epoch_end(self, epoch, logs=None):
+    if self.scheduler is not None:
+      self.scheduler.sync_updates()  # In-step updates: read them now.
+      self._record_updates()
     step = self._step()
     table = _surgery.sparsity_report(self.model)
     layers = {f"{r.name}/{r.weight}" if r.weight != "kernel" else r.name: r.sparsity

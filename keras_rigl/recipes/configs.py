@@ -30,6 +30,10 @@ METHODS = _registry.names()
 DISTRIBUTIONS = ("erk", "uniform", "er")
 LR_UNITS = ("epochs", "steps", "fraction")
 LR_SCHEDULES = ("step", "cosine")
+# Where RigL's grow scores come from: "step" (the train step's own gradient,
+# the update inside the compiled step) or "data" (a separate pass over training
+# batches, host-scheduled; rigl_tf2's behaviour).
+GROW_SCORES = ("step", "data")
 # Layer-wise redistribution (rigl: default "none"; snfs: default "momentum").
 REDISTRIBUTIONS = ("none", "momentum", "gradient")
 # SNIP's layer-wise counts: "global" ranks every layer together (Lee et al.).
@@ -87,6 +91,9 @@ class Config:
   # Layer-wise redistribution of the regrown count: None is the method's own
   # default ("none" for rigl, "momentum" for snfs).
   redistribution: Optional[str] = None
+  # RigL's grow scores (GROW_SCORES); None: "step", or "data" with
+  # redistribution (which needs the separate pass).
+  grow_scores: Optional[str] = None
   # Sparse momentum (snfs): initial prune rate (decays with
   # drop_fraction_schedule) and the EMA coefficient of the dense gradient.
   prune_rate: float = 0.5
@@ -178,6 +185,16 @@ class Config:
     need(self.snip_distribution is None or self.snip_distribution in SNIP_DISTRIBUTIONS,
          f"Unknown snip_distribution {self.snip_distribution!r}; use one of "
          f"{SNIP_DISTRIBUTIONS}.")
+    need(self.grow_scores is None or self.grow_scores in GROW_SCORES,
+         f"Unknown grow_scores {self.grow_scores!r}; use one of {GROW_SCORES} (step: "
+         "the train step's own gradient; data: a separate pass over training batches).")
+    need(self.grow_scores is None or "grow_scores" in method.options,
+         f"--grow_scores only applies to --method="
+         f"{' or '.join(_registry.accepting('grow_scores'))}, not --method={self.method}; "
+         "drop --grow_scores.")
+    need(not (self.grow_scores == "step" and self.redistribution not in (None, "none")),
+         f"--redistribution={self.redistribution} needs --grow_scores=data (the separate "
+         "gradient pass); the update inside the train step keeps layer counts fixed.")
     for name in ("snip_batches", "snip_distribution"):
       need(getattr(self, name) is None or name in method.options,
            f"--{name} only applies to --method={' or '.join(_registry.accepting(name))}, "

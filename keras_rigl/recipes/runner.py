@@ -176,7 +176,8 @@ def validate(config, options):
         f"--pruning_end_step={plan.pruning_end_step} is before "
         f"--pruning_begin_step={plan.pruning_begin_step}; set --pruning_end_step "
         ">= --pruning_begin_step.")
-  if o.steps_per_execution > 1 and method.window is not None:
+  if (o.steps_per_execution > 1 and method.window is not None and
+      not method.updates_in_train_step(config)):
     flag, freq = "update_freq", config.update_freq
     if method.window == "pruning":
       flag, freq = "pruning_freq", plan.pruning_freq
