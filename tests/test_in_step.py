@@ -254,3 +254,46 @@ def test_bad_arguments_without_data():
     kr.RigLScheduler(redistribution="momentum")
   with pytest.raises(ValueError, match="grad_accumulation_steps"):
     kr.RigLScheduler(grad_accumulation_steps=2)
+
+
+def test_train_step_reads_weights_and_dense_set_weights_changes_nothing():
+  """Inside the train step the forward pass reads W (inactive entries are 0);
+  predict computes W * M, and the next fit zeroes what set_weights made dense."""
+  model = _model()
+  rigl = kr.RigLScheduler(update_freq=4, end_step=8)
+  train = _dataset()
+  model.fit(train, epochs=1, callbacks=[rigl], verbose=0)
+  x, _ = _data(16)
+  before = model.predict(x, verbose=0)
+  layer = _wrappers(model)[0]
+  kernel = layer.layer.kernel
+  dense = np.asarray(kernel) + 1.0  # Every inactive entry now non-zero.
+  kernel.assign(dense)
+  mask = np.asarray(layer.masked_weights[0][1])
+  expected = np.asarray(model.predict(x, verbose=0))
+  layer.layer.kernel.assign(np.where(mask > 0, dense, 0.0))
+  np.testing.assert_allclose(expected, model.predict(x, verbose=0), rtol=1e-6)
+  assert not np.allclose(before, expected)
+  kernel.assign(dense)
+  model.fit(train, epochs=1, callbacks=[rigl], verbose=0)
+  for w, m in masked_pairs(model):
+    assert np.count_nonzero(w[m == 0]) == 0
+
+
+def test_train_step_traces_the_identity_forward(monkeypatch):
+  from keras_rigl.methods import in_step  # pylint: disable=g-import-not-at-top
+  seen = []
+  product = in_step.StepGradientTap.product
+
+  def spy(self, weight, mask):
+    seen.append(in_step.in_train_step())
+    return product(self, weight, mask)
+
+  monkeypatch.setattr(in_step.StepGradientTap, "product", spy)
+  model = _model()
+  model.fit(_dataset(), epochs=1, callbacks=[kr.RigLScheduler(update_freq=4, end_step=8)],
+            verbose=0)
+  assert seen and all(seen)  # The train step: 3 layers, identity forward.
+  seen.clear()
+  model.predict(_data(8)[0], verbose=0)
+  assert seen and not any(seen)  # Predict: W * M.

@@ -38,10 +38,21 @@ import numpy as np
 import tensorflow as tf
 
 from keras_rigl import _keras
+from keras_rigl.walk import walk_layers
+from keras_rigl.wrapper import SparseWrapper
 
 # Above this many update steps the drop fraction is computed in the graph
 # instead of looked up in a table of the host's values.
 _MAX_TABLE = 100_000
+
+# Set while the model's train_step is traced (per thread: each replica of a
+# MirroredStrategy is traced in its own thread).
+_TRAIN_STEP = threading.local()
+
+
+def in_train_step():
+  """True while a train step with the in-step update is being traced."""
+  return getattr(_TRAIN_STEP, "active", False)
 
 
 class StepGradientTap:
@@ -97,7 +108,15 @@ class StepGradientTap:
     return records
 
   def product(self, weight, mask):
-    """``weight * mask``, whose backward pass records the dense gradient."""
+    """``weight * mask``, whose backward pass records the dense gradient.
+
+    Inside the train step the forward pass reads ``weight`` as it is: its
+    inactive entries are exactly zero there (masks are applied at the start of
+    every `fit`, gradients are masked, updates zero what they drop), so the
+    product would only copy it. Elsewhere (predict, evaluate, export) it is
+    computed, so a dense `set_weights` between fits changes no output.
+    """
+    identity = in_train_step()
 
     @tf.custom_gradient
     def masked(w, m):
@@ -110,7 +129,7 @@ class StepGradientTap:
                           lambda: tf.constant(False))
         with tf.control_dependencies([written]):
           return upstream * m, tf.zeros_like(m)
-      return w * m, backward
+      return (tf.identity(w) if identity else w * m), backward
 
     return masked(tf.convert_to_tensor(weight), tf.convert_to_tensor(mask))
 
@@ -283,8 +302,18 @@ class InStepUpdate:
     def apply_gradients(grads_and_vars, *args, **kwargs):
       return original(update.run(list(grads_and_vars)), *args, **kwargs)
 
+    original_step = self.model.train_step
+
+    def train_step(*args, **kwargs):
+      _TRAIN_STEP.active = True
+      try:
+        return original_step(*args, **kwargs)
+      finally:
+        _TRAIN_STEP.active = False
+
     object.__setattr__(optimizer, "apply_gradients", apply_gradients)
     object.__setattr__(optimizer, "_keras_rigl_in_step", self)
+    object.__setattr__(self.model, "train_step", train_step)
     self._original = original
     _keras.remake_train_function(self.model)
 
@@ -292,10 +321,11 @@ class InStepUpdate:
     """Puts the optimizer's own apply_gradients back (a new trace follows)."""
     if self._original is None:
       return
-    try:
-      object.__delattr__(self.optimizer, "apply_gradients")
-    except AttributeError:
-      pass
+    for owner, name in ((self.optimizer, "apply_gradients"), (self.model, "train_step")):
+      try:
+        object.__delattr__(owner, name)
+      except AttributeError:
+        pass
     object.__delattr__(self.optimizer, "_keras_rigl_in_step")
     self._original = None
     _keras.remake_train_function(self.model)
@@ -370,6 +400,13 @@ class InStepUpdate:
 
 # --- the callback side ---------------------------------------------------------
 
+def _apply_masks(model):
+  """Zeroes every SparseWrapper's inactive weights (a dense set_weights...)."""
+  with model.distribute_strategy.scope():
+    for layer in walk_layers(model):
+      if isinstance(layer, SparseWrapper):
+        layer.apply_masks()
+
 def attach(scheduler):
   """Puts `scheduler`'s update into its model's train step (at on_train_begin).
 
@@ -386,6 +423,7 @@ def attach(scheduler):
     end_step = scheduler._resolve_end_step()  # pylint: disable=protected-access
   scheduler._end_step = end_step  # pylint: disable=protected-access
   scheduler._check_schedule()  # pylint: disable=protected-access
+  _apply_masks(model)  # Inactive weights exactly zero: the train step reads W.
   if same_model and current.optimizer is model.optimizer and current.end_step == end_step:
     current.enabled.assign(True)
     return current
