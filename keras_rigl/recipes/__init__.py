@@ -10,7 +10,8 @@ Everything examples/train.py does is here, for your own scripts:
 * `small_dense`: the small-dense baseline's width (`small_dense_width`).
 * `builders`: model and mask callback of a config (`build_training_model`,
   `make_scheduler`).
-* `strategy`: `make_strategy("mirrored")` and friends.
+* `strategy`: `make_strategy("mirrored")` and friends (`split_cpu`).
+* `xla`: the train step compiled by XLA per replica under MirroredStrategy.
 * `inputs`: the run's datasets, resumable (`make_datasets`).
 * `callbacks`: `StopAtStep`, `TrainingMonitor`, `make_callbacks`,
   `resume_epoch`.
@@ -39,6 +40,7 @@ from keras_rigl.recipes import runner
 from keras_rigl.recipes import schedules
 from keras_rigl.recipes import small_dense
 from keras_rigl.recipes import strategy
+from keras_rigl.recipes import xla
 from keras_rigl.recipes.builders import build_model
 from keras_rigl.recipes.builders import build_training_model
 from keras_rigl.recipes.builders import make_scheduler

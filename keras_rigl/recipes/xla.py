@@ -32,7 +32,7 @@ import tensorflow as tf
 def _replica_device():
   """The device of the current replica ('' outside a distribution)."""
   context = tf.distribute.get_replica_context()
-  if context is None:
+  if context is None or not tf.distribute.has_strategy():
     return ""
   replica = tf.get_static_value(context.replica_id_in_sync_group)
   devices = context.strategy.extended.worker_devices
