@@ -86,6 +86,11 @@ class TrainingMonitor(keras.callbacks.Callback):
     update = {"step": step, "mask_change": float(self.scheduler.last_mask_change)}
     if hasattr(self.scheduler, "current_drop_fraction"):
       update["drop_fraction"] = float(self.scheduler.current_drop_fraction(step))
+    flops_history = getattr(self.scheduler, "flops_history", None)
+    if flops_history and flops_history[-1][0] == step and flops_history[-1][1] is not None:
+      # Layer counts moved (redistribution): the report's training FLOPs
+      # follow these.
+      update["flops_ratio"] = float(flops_history[-1][1])
     self.mask_updates.append(update)
     if self._writer is not None:
       with self._writer.as_default(step=step):
@@ -180,10 +185,13 @@ def make_callbacks(model_dir, plan, schedule, scheduler, validate_every_epoch,
   callbacks.append(monitor)
   if model_dir:
     if validate_every_epoch:
+      # A resumed run starts from the best value of the epochs it keeps: the
+      # checkpoint is then the one an uninterrupted run would have kept.
       checkpoint = keras.callbacks.ModelCheckpoint(
           os.path.join(model_dir, "checkpoints", "best.weights.h5"),
           monitor="val_accuracy", mode="max", save_best_only=True,
-          save_weights_only=True)
+          save_weights_only=True, initial_value_threshold=best_so_far(
+              monitor.history_path, "val_accuracy", "max", start_step))
     else:
       checkpoint = keras.callbacks.ModelCheckpoint(
           os.path.join(model_dir, "checkpoints", "last.weights.h5"),
@@ -193,6 +201,37 @@ def make_callbacks(model_dir, plan, schedule, scheduler, validate_every_epoch,
     callbacks.append(keras.callbacks.TensorBoard(
         os.path.join(model_dir, "logs"), write_graph=False, profile_batch=0))
   return callbacks, monitor
+
+
+def best_so_far(history_path, metric, mode, step):
+  """The best `metric` of the epochs saved in `history_path` up to `step`, or None.
+
+  `history_path` is the `TrainingMonitor`'s file; `mode` is "max" or "min".
+  A resumed run gives it to `ModelCheckpoint(save_best_only=True)` as its
+  `initial_value_threshold`, so that an epoch after the restart only
+  replaces the best checkpoint if it beats every epoch before the interruption.
+
+  Example:
+  >>> import json, os, tempfile
+  >>> path = os.path.join(tempfile.mkdtemp(), "history.json")
+  >>> with open(path, "w") as f:
+  ...   json.dump({"history": [{"step": 100, "val_accuracy": 0.8},
+  ...                          {"step": 200, "val_accuracy": 0.7},
+  ...                          {"step": 300, "val_accuracy": 0.9}]}, f)
+  >>> best_so_far(path, "val_accuracy", "max", step=200)
+  0.8
+  >>> best_so_far(path, "val_accuracy", "max", step=0) is None
+  True
+  """
+  if not history_path or not tf.io.gfile.exists(history_path):
+    return None
+  with tf.io.gfile.GFile(history_path) as f:
+    saved = json.load(f)
+  values = [float(h[metric]) for h in saved.get("history", [])
+            if h.get("step", step + 1) <= step and metric in h and np.isfinite(h[metric])]
+  if not values:
+    return None
+  return max(values) if mode == "max" else min(values)
 
 
 def resume_epoch(backup_dir):
