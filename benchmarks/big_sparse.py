@@ -117,12 +117,22 @@ def train(model, steps, seed, update_freq=100, timer=True):
   return accuracy, wall, step_timer.steps, update_times
 
 
+def _commit():
+  import subprocess  # pylint: disable=g-import-not-at-top
+  try:
+    return subprocess.run(["git", "-C", os.path.dirname(os.path.abspath(__file__)), "rev-parse",
+                           "--short", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
+
+
 def run_big(args):
   load = os.getloadavg()
   model, per_layer = big_model(args.width, args.sparsity, args.seed)
   print(f"# big_sparse: MLP 784-{args.width}-{args.width}-10, {args.sparsity} ERK, "
         f"compressed, RigL; {args.steps} steps of batch {BATCH} "
-        f"({args.steps * BATCH / TRAIN_SIZE:.2f} epochs); load {load[0]:.2f}")
+        f"({args.steps * BATCH / TRAIN_SIZE:.2f} epochs); load {load[0]:.2f}; code {_commit()}")
   print(kr.sparsity_report(model))
   dense_params = 784 * args.width + args.width * args.width + args.width * 10
   accuracy, wall, steps, updates = train(model, args.steps, args.seed, args.update_freq)

@@ -8,9 +8,12 @@ the intrinsic cost):
 
   dense    the plain model
   static   sparsify(90% ERK), no scheduler: the cost of SparseWrapper itself
-  rigl     static + RigLScheduler(update_freq=100), updates in every epoch
+  rigl     static + RigLScheduler(update_freq=100), updates in every epoch,
+           inside the train step, grow scores from the step's gradient (default)
+  rigl_data  the same with RigLScheduler(train, ...): the host-scheduled update
+           with a separate forward/backward pass (rigl_tf2's behaviour)
   idle     static + a RigLScheduler whose window is never reached: the
-           callback's cost between updates
+           in-step update's cost between updates
   set      static + SETScheduler(update_freq=100)
   tfmot    tfmot.prune_low_magnitude at 90% (tf_keras flavour only)
 
@@ -40,7 +43,7 @@ from keras_rigl._keras import keras, FLAVOUR
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("epochs", 8, "Epochs per fit (the first one is not timed).")
-flags.DEFINE_list("variants", ["dense", "static", "idle", "rigl", "set", "tfmot"],
+flags.DEFINE_list("variants", ["dense", "static", "idle", "rigl", "rigl_data", "set", "tfmot"],
                   "What to time.")
 flags.DEFINE_integer("batch_size", 128, "Batch size.")
 flags.DEFINE_float("sparsity", 0.9, "Sparsity of the sparse variants.")
@@ -78,9 +81,11 @@ def build(variant, train, steps):
   elif variant != "dense":
     model = kr.sparsify(model, FLAGS.sparsity, "erk")
     if variant == "rigl":
+      callbacks.append(kr.RigLScheduler(update_freq=100, end_step=steps))
+    elif variant == "rigl_data":
       callbacks.append(kr.RigLScheduler(train, update_freq=100, end_step=steps))
     elif variant == "idle":
-      callbacks.append(kr.RigLScheduler(train, update_freq=100, begin_step=10 ** 9,
+      callbacks.append(kr.RigLScheduler(update_freq=100, begin_step=10 ** 9,
                                         end_step=10 ** 9))
     elif variant == "set":
       callbacks.append(kr.SETScheduler(update_freq=100, end_step=steps))

@@ -158,7 +158,31 @@ def child(spec):
     rigl.on_train_batch_begin(1)
     result["update_s"] = time.perf_counter() - start
     result["updates"] = rigl.updates
+    if spec.get("single"):
+      result["gemm_limit_s"] = _gemm_limit(x, batch, n_in, width)
   print("RESULT " + json.dumps(result))
+
+
+def _gemm_limit(x, batch, n_in, n_out, block_elements=1 << 21):
+  """Seconds this machine's dense GEMM takes for batch * n_in * n_out multiply-adds.
+
+  The dense gradient x^T d that RigL's growth needs, computed as the update
+  does (one 8 MiB block of rows at a time, so nothing of the dense size
+  exists): median of 5 timings of one block, times the number of blocks.
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  rows = max(1, min(n_in, block_elements // n_out))
+  a = tf.constant(np.asarray(x)[:, :rows])
+  d = tf.random.normal([batch, n_out])
+  block = tf.function(lambda: tf.reduce_sum(tf.matmul(a, d, transpose_a=True)))
+  block()
+  times = []
+  for _ in range(5):
+    start = time.perf_counter()
+    block().numpy()
+    times.append(time.perf_counter() - start)
+  return float(np.median(times)) * (-(-n_in // rows))
 
 
 # --------------------------------------------------------------------------
@@ -175,6 +199,19 @@ def run(spec, timeout=3600):
     if line.startswith("RESULT "):
       return json.loads(line[len("RESULT "):])
   raise RuntimeError(f"child {spec} failed:\n{proc.stderr[-3000:]}")
+
+
+def _commit():
+  """The git commit the benchmark runs on (+dirty when the tree has changes)."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  try:
+    head = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
+  return head + ("+dirty" if dirty else "")
 
 
 def mib(n):
@@ -226,10 +263,11 @@ def table_big(width, sparsity):
   extra = res["peak_update"] - res["rss_update_base"]
   print(f"\n## One RigL update of a {width}x{width} SparseDense at {sparsity}, Adam, batch 128\n")
   print("| dense kernel MiB | vars+slots MiB | RSS before update MiB | update extra peak MiB | "
-        "extra / dense kernel | update s | step s |")
-  print("|---:|---:|---:|---:|---:|---:|---:|")
+        "extra / dense kernel | update s | dense GEMM limit s | update / limit | step s |")
+  print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
   print(f"| {mib(dense_bytes)} | {mib(res['var_bytes'])} | {mib(res['rss_update_base'])} | "
         f"{mib(extra)} | {extra / dense_bytes:.3f} | {res['update_s']:.2f} | "
+        f"{res['gemm_limit_s']:.2f} | {res['update_s'] / res['gemm_limit_s']:.2f} | "
         f"{res['step_s']:.2f} |", flush=True)
 
 
@@ -289,6 +327,7 @@ def main():
   parser.add_argument("--big", type=int, default=16384)
   parser.add_argument("--budget_mib", type=int, default=1024)
   parser.add_argument("--widest_storages", default=",".join(STORAGES))
+  parser.add_argument("--widest_sparsity", type=float, default=0.95)
   args = parser.parse_args()
   if args.child:
     child(json.loads(args.child))
@@ -298,7 +337,8 @@ def main():
   sparsities = (0.9, 0.99) if args.quick else SPARSITIES
   load = os.getloadavg()
   print(f"# keras-rigl memory benchmark ({'quick' if args.quick else 'full'}); load average "
-        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {os.cpu_count()} CPUs")
+        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {os.cpu_count()} CPUs; code: "
+        f"{_commit()}")
   if "bytes" in tables or "rss" in tables:
     results = collect(width, sparsities, OPTIMIZERS)
     table_bytes(results, width)
@@ -306,7 +346,7 @@ def main():
   if "big" in tables:
     table_big(4096 if args.quick else args.big, 0.99)
   if "widest" in tables:
-    table_widest(256 if args.quick else args.budget_mib, 0.95, "adam",
+    table_widest(256 if args.quick else args.budget_mib, args.widest_sparsity, "adam",
                  args.widest_storages.split(","))
 
 

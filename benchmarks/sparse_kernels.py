@@ -11,6 +11,8 @@ For each square kernel ``[n, n]``, batch and sparsity, every variant runs as one
   csr_ordered  ``method="csr"`` given ``order=sort_order(indices)`` computed
             once outside the step (a layer that caches it between updates)
   auto      the same with ``method="auto"``
+  sorted    ``method="auto"`` on ascending indices with ``indices_sorted=True``:
+            what the compressed layers run (they keep positions ascending)
   auto_xla  ``method="auto"`` inside ``tf.function(jit_compile=True)``
 
 Two timings per row: ``train`` = forward + both gradients (one training step
@@ -40,6 +42,7 @@ tables; the measured tables and their commands are in
 """
 
 import statistics
+import os
 import sys
 import time
 
@@ -168,11 +171,14 @@ def run(device_name, is_gpu):
                 variant == "auto_xla") or (method == "auto" and picks[s][1] == "gather")
             if too_big or (gather_like and batch > 1 and 4 * nnz * batch > FLAGS.max_gather_bytes):
               continue
-            order = None
+            order, sorted_ = None, False
+            if method == "sorted":  # what compressed layers run
+              method, sorted_ = "auto", True
             if method == "csr_ordered":  # a layer that keeps sort_order(indices) between updates
               method, order = "csr", kernels.sort_order(idx)
-            mm = lambda a, b, method=method, idx=idx, order=order: kernels.sparse_matmul(  # pylint: disable=unnecessary-lambda-assignment
-                a, b, idx, n, n, method=method, order=order)
+            mm = lambda a, b, method=method, idx=(tf.sort(idx) if sorted_ else idx), order=order, \
+                sorted_=sorted_: kernels.sparse_matmul(  # pylint: disable=unnecessary-lambda-assignment
+                    a, b, idx, n, n, method=method, order=order, indices_sorted=sorted_)
             jit = variant == "auto_xla"
             fns[s, variant] = train_fn(mm, x, v, up, jit)
             if batch == 1:
@@ -267,8 +273,15 @@ def main(_):
     desc = f"CPU, {os.cpu_count()} cores, load {' '.join(f'{l:.2f}' for l in os.getloadavg())}"
   t0 = time.time()
   rows, notes, variants = run(device_name, is_gpu)
+  import subprocess  # pylint: disable=g-import-not-at-top
+  try:
+    commit = subprocess.run(["git", "-C", os.path.dirname(os.path.abspath(__file__)), "rev-parse",
+                             "--short", "HEAD"], capture_output=True, text=True,
+                            check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    commit = "unknown"
   header = (f"## sparse_kernels on {desc} (TF {tf.__version__}, repeats {FLAGS.repeats}, "
-            f"{time.time() - t0:.0f} s)\n\n`{' '.join(sys.argv)}`")
+            f"{time.time() - t0:.0f} s, code {commit})\n\n`{' '.join(sys.argv)}`")
   text = tables(rows, notes, variants, header)
   print(text)
   if FLAGS.out:

@@ -153,6 +153,11 @@ flags.DEFINE_bool("mixed_precision", False,
                   "units are slower, not faster), float16 with loss scaling on GPU.")
 flags.DEFINE_integer("steps_per_execution", 1, "Train steps per tf.function call "
                      "(TPUs like 100s); must divide --update_freq.", lower_bound=1)
+flags.DEFINE_bool("jit_compile", None, "Compile the train step with XLA, as on a "
+                  "TPU (default: Keras' choice, no XLA on CPU).")
+flags.DEFINE_integer("cpu_devices", None, "Split the CPU into this many logical "
+                     "devices before TensorFlow starts, so that --strategy=mirrored "
+                     "runs that many replicas without GPUs (e.g. 2).", lower_bound=1)
 flags.DEFINE_string("model_dir", None,
                     "Checkpoints, TensorBoard logs, report.png/json. A run started "
                     "again with the same directory resumes. Default: a new "
@@ -238,7 +243,8 @@ def setup_from_flags(flag_values=FLAGS):
       export_dir=fv.export_dir, export_tflite=fv.export_tflite, data_dir=fv.data_dir,
       mixed_precision=fv.mixed_precision, seed=fv.seed, image_size=fv.image_size,
       steps_per_epoch=fv.steps_per_epoch, eval_steps=fv.eval_steps,
-      steps_per_execution=fv.steps_per_execution,
+      steps_per_execution=fv.steps_per_execution, jit_compile=fv.jit_compile,
+      cpu_devices=fv.cpu_devices,
       training_steps_multiplier=fv.training_steps_multiplier,
       verbose=fv.verbose if fv.verbose == "auto" else int(fv.verbose))
   return config, options

@@ -10,9 +10,9 @@ from keras_rigl.equal_flops import sparsity_for_flops
 from keras_rigl.export import export
 from keras_rigl.flops import count_flops, model_size_bytes, training_flops
 from keras_rigl.masks import update_mask
-from keras_rigl.schedulers import (MagnitudePruningScheduler, RigLScheduler,
-                                   SETScheduler)
-from keras_rigl.snfs import SNFSScheduler
+from keras_rigl import methods
+from keras_rigl.methods import (MagnitudePruningScheduler, RigLScheduler,
+                                SETScheduler, SNFSScheduler)
 from keras_rigl.snip import snip
 from keras_rigl.surgery import sparsify, sparsity_report, strip
 from keras_rigl.wrapper import SparseWrapper

@@ -241,3 +241,25 @@ def steps_per_execution(model):
 def unpack_batch(data):
   """(x, y, sample_weight) from a batch of (x,), (x, y) or (x, y, w)."""
   return keras.utils.unpack_x_y_sample_weight(data)
+
+
+def jit_compile(model):
+  """True if the model's train step is compiled with XLA."""
+  value = getattr(model, "jit_compile", None) if IS_KERAS3 else getattr(
+      model, "_jit_compile", None)
+  return bool(value) and value != "auto"
+
+
+def create_legacy_slots(optimizer, variables):
+  """Creates a legacy tf_keras optimizer's slots now (they appear at step 1)."""
+  for opt in unwrap_optimizer(optimizer):
+    if is_legacy_optimizer(opt):
+      with tf.init_scope():
+        opt._create_all_weights(variables)  # pylint: disable=protected-access
+
+
+def remake_train_function(model):
+  """Traces the model's train function again (both flavours read the attribute)."""
+  function = model.make_train_function(force=True)
+  if function is not None:
+    model.train_function = function

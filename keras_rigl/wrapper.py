@@ -57,73 +57,6 @@ def capture_effective_weights():
     yield records
 
 
-class GradientTap:
-  """Exponential moving average of the dense gradient of one masked weight.
-
-  Sparse momentum (SNFS) grows the connections whose smoothed *dense*
-  gradient is largest, but Keras's gradient of ``W`` is ``dL/d(W * M) * M``:
-  zero where the mask is. When a scheduler enables a tap on a SparseWrapper,
-  the wrapper computes ``W * M`` through a custom gradient whose backward pass
-  also updates ``buffer <- momentum * buffer + (1 - momentum) * dL/d(W * M)``
-  (dense) and hands Keras the usual masked gradient. The first backward pass
-  of a training step decays the buffer; further uses of a shared layer in the
-  same step only add to it. Steps with a non-finite gradient (skipped
-  mixed-precision steps) leave it unchanged. Under loss scaling the gradient
-  is the scaled one: rankings and layer proportions at an update do not
-  change, but a change of the loss scale reweights older steps in the EMA.
-
-  `buffer` is a per-replica variable (ON_READ, SUM): each replica adds its own
-  gradient, and reading it in cross-replica context gives the sum over
-  replicas, the EMA of the summed gradient. It is not a weight of the layer
-  (not saved with the model, not trainable); a run resumed from a checkpoint
-  starts it from zero.
-
-  Example:
-  >>> w = tf.Variable([[1.0, 2.0]])
-  >>> tap = GradientTap((1, 2), momentum=0.5, step=tf.Variable(0, dtype=tf.int64))
-  >>> with tf.GradientTape() as g:
-  ...   loss = tf.reduce_sum(tap.product(w, tf.constant([[1.0, 0.0]])) * [[3.0, 4.0]])
-  >>> g.gradient(loss, w).numpy().tolist(), tap.buffer.numpy().tolist()
-  ([[3.0, 0.0]], [[1.5, 2.0]])
-  """
-
-  def __init__(self, shape, momentum, step, name="gradient_tap"):
-    self.momentum = float(momentum)
-    self.step = step
-    on_read = dict(trainable=False, synchronization=tf.VariableSynchronization.ON_READ)
-    self.buffer = tf.Variable(tf.zeros(shape, tf.float32), name=f"{name}_momentum",
-                              aggregation=tf.VariableAggregation.SUM, **on_read)
-    # The step the buffer last took a gradient from: later uses in the same
-    # step add without decaying again.
-    self.last_step = tf.Variable(tf.constant(-1, tf.int64), name=f"{name}_step",
-                                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
-                                 **on_read)
-
-  def _record(self, gradient):
-    gradient = tf.cast(gradient, tf.float32)
-    step = tf.cast(tf.convert_to_tensor(self.step), tf.int64)
-    decay = tf.where(tf.equal(step, tf.convert_to_tensor(self.last_step)), 1.0,
-                     self.momentum)
-    buffer = tf.convert_to_tensor(self.buffer)
-    finite = tf.reduce_all(tf.math.is_finite(gradient))
-    new = decay * buffer + (1.0 - self.momentum) * gradient
-    return [self.buffer.assign(tf.where(finite, new, buffer)),
-            self.last_step.assign(tf.where(finite, step, tf.convert_to_tensor(self.last_step)))]
-
-  def product(self, weight, mask):
-    """``weight * mask``, whose backward pass also feeds the buffer."""
-
-    @tf.custom_gradient
-    def masked(w, m):
-      def backward(upstream):
-        with tf.control_dependencies(self._record(upstream)):
-          return tf.identity(upstream * m), tf.zeros_like(m)
-      return w * m, backward
-
-    # Tensors, not variables: the custom gradient must not see variable reads.
-    return masked(tf.convert_to_tensor(weight), tf.convert_to_tensor(mask))
-
-
 def weight_short_name(variable):
   """'kernel' for 'dense/kernel:0' (tf_keras) or 'kernel' (Keras 3)."""
   return variable.name.split("/")[-1].split(":")[0]
@@ -457,11 +390,26 @@ class SparseWrapper(_L.Wrapper):
     if (taps is not None and all(t.momentum == float(momentum) and t.step is step
                                  for t in taps)):
       return taps, False
+    # The tap belongs to the methods that read it (SNFS, RigL's momentum
+    # redistribution): imported on first use, not when the wrapper loads.
+    from keras_rigl.methods.gradient_tap import GradientTap  # pylint: disable=g-import-not-at-top
     taps = [GradientTap(tuple(weight.shape), momentum, step,
                         name=f"{self.name}_{key}")
             for key, weight in zip(self.weight_keys, [w for w, _ in self.masked_weights])]
     object.__setattr__(self, "_taps", taps)
     return taps, True
+
+  def use_gradient_taps(self, taps):
+    """Computes each masked weight's ``W * M`` through ``taps[i].product``.
+
+    `taps` holds one object per masked weight with a ``product(weight, mask)``
+    method (a `GradientTap`, or the in-step update's `StepGradientTap`), or is
+    None to stop. A train function traced before must be made again.
+    """
+    if taps is not None and len(taps) != len(self._specs):
+      raise ValueError(f"{self.name}: {len(taps)} gradient taps for "
+                       f"{len(self._specs)} masked weights.")
+    object.__setattr__(self, "_taps", None if taps is None else list(taps))
 
   @property
   def gradient_taps(self):

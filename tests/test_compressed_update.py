@@ -17,7 +17,7 @@ def _problem(seed, n_rows=40, n_cols=30, nnz=240, batch=16):
   """Integer-valued inputs, so a^T d is exact in float32 and has many ties."""
   r = np.random.default_rng(seed)
   n = n_rows * n_cols
-  positions = r.choice(n, nnz, replace=False).astype(np.int32)
+  positions = np.sort(r.choice(n, nnz, replace=False)).astype(np.int32)  # Layers keep them so.
   values = (r.integers(1, 6, nnz) * r.choice([-0.5, 0.5], nnz)).astype(np.float32)
   a = r.integers(-2, 3, (batch, n_rows)).astype(np.float32)
   d = r.integers(-2, 3, (batch, n_cols)).astype(np.float32)
@@ -26,11 +26,14 @@ def _problem(seed, n_rows=40, n_cols=30, nnz=240, batch=16):
 
 def _compressed(positions, values, a, d, fraction, n_rows=40, n_cols=30, block=100):
   grow = lambda kept, k: U.rigl_grow(a, d, n_rows, n_cols, kept, k, block_elements=block)
-  slots, new = U.update(tf.constant(values), tf.constant(positions), n_rows * n_cols,
-                        fraction, grow)
-  out = positions.astype(np.int64).copy()
-  out[slots.numpy()] = new.numpy()
-  return out, slots.numpy()
+  new, source = U.update(tf.constant(values), tf.constant(positions), n_rows * n_cols,
+                         fraction, grow)
+  new, source = new.numpy(), source.numpy()
+  assert np.all(np.diff(new) > 0)  # Still ascending.
+  carried = source >= 0
+  np.testing.assert_array_equal(new[carried], positions[source[carried]])
+  moved = np.setdiff1d(np.arange(len(positions)), source[carried])  # Old slots dropped.
+  return new, moved
 
 
 def _masked(positions, values, a, d, fraction, n_rows=40, n_cols=30):
@@ -73,22 +76,23 @@ def test_embedding_ids_grow_like_one_hot_inputs():
   np.testing.assert_array_equal(by_ids.numpy(), by_rows.numpy())
 
 
-def test_regrown_connection_keeps_its_slot():
+def test_regrown_connection_keeps_its_state():
   values = tf.constant([0.1, 5.0, 4.0])
   indices = tf.constant([0, 1, 2])
-  # Grow returns the just-dropped position 0 and a new one, 3.
-  grow = lambda kept, k: tf.constant([0, 3], tf.int64)[:k]
-  slots, positions = U.update(values, indices, 10, 0.67, grow)
-  assert slots.numpy().tolist() == [2] and positions.numpy().tolist() == [3]
+  # Drops positions 0 and 2; grow returns the just-dropped position 0 and a new one, 3.
+  grow = lambda kept, k: tf.constant([3, 0], tf.int32)[:k]
+  new, source = U.update(values, indices, 10, 0.67, grow)
+  assert new.numpy().tolist() == [0, 1, 3] and source.numpy().tolist() == [0, 1, -1]
 
 
 def test_non_finite_scores_keep_counts_exact():
   positions, values, a, d = _problem(1)
-  values[:5] = np.nan
+  values[-5:] = np.nan  # In the last rows: row 0's infinite scores grow it back.
   a[0, :] = np.inf
   new, slots = _compressed(positions, values, a, d, 0.3)
   assert len(np.unique(new)) == len(positions)
-  assert set(range(5)) <= set(slots.tolist())  # NaN values are dropped first.
+  nan_slots = set(range(len(values) - 5, len(values)))
+  assert nan_slots <= set(slots.tolist())  # NaN values are dropped first.
 
 
 def test_update_graph_has_no_dense_tensor():
@@ -197,13 +201,15 @@ def test_moved_entries_reset_values_and_slots(toy_dataset, grow_init):
   model.fit(toy_dataset, epochs=1, verbose=0, callbacks=[rigl, snap])
   assert len(snap.pairs) == 2
   for (idx0, val0, slots0), (idx1, val1, slots1) in snap.pairs:
-    moved = idx0 != idx1
-    assert moved.any() and len(np.unique(idx1)) == len(idx1)
+    assert np.all(np.diff(idx1) > 0)  # Positions stay ascending.
+    moved = ~np.isin(idx1, idx0)  # New connections, by position.
+    old_slot = np.searchsorted(idx0, idx1[~moved])  # Where the others were.
+    assert moved.any()
     assert len(slots1) == 2  # Adam's m and v.
     for s0, s1 in zip(slots0, slots1):
       assert np.all(s1[moved] == 0)
-      np.testing.assert_array_equal(s1[~moved], s0[~moved])
-    np.testing.assert_array_equal(val1[~moved], val0[~moved])
+      np.testing.assert_array_equal(s1[~moved], s0[old_slot])
+    np.testing.assert_array_equal(val1[~moved], val0[old_slot])
     if grow_init == "zeros":
       assert np.all(val1[moved] == 0)
     else:

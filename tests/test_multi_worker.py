@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 HELPER = os.path.join(os.path.dirname(__file__), "helpers", "multi_worker_rigl.py")
 
@@ -27,7 +28,8 @@ def _free_ports(count):
   return ports
 
 
-def test_two_workers_hold_identical_masks_and_weights(tmp_path):
+@pytest.mark.parametrize("mode", ["data", "step"])
+def test_two_workers_hold_identical_masks_and_weights(tmp_path, mode):
   workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
   processes = []
   for index in range(2):
@@ -40,7 +42,7 @@ def test_two_workers_hold_identical_masks_and_weights(tmp_path):
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     env["TF_USE_LEGACY_KERAS"] = "1"
     processes.append(subprocess.Popen(
-        [sys.executable, HELPER, str(tmp_path / f"worker{index}.npz")], env=env,
+        [sys.executable, HELPER, str(tmp_path / f"worker{index}.npz"), mode], env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
   for process in processes:
     try:

@@ -12,7 +12,7 @@ import tensorflow as tf
 import keras_rigl as kr
 from keras_rigl import _keras
 from keras_rigl._keras import keras
-from keras_rigl.schedulers import _as_dataset
+from keras_rigl.methods.rigl_data import as_dataset as _as_dataset
 from conftest import make_mlp, masked_pairs, sparse_ce
 
 

@@ -297,7 +297,7 @@ def test_recipes_pass_redistribution(toy_dataset, method, flag, kind):
     assert (scheduler.prune_rate, scheduler.momentum) == (0.3, 0.7)
 
 
-@pytest.mark.parametrize("module_name", ["snfs", "redistribution", "wrapper"])
+@pytest.mark.parametrize("module_name", ["methods.snfs", "methods.gradient_tap", "redistribution", "wrapper"])
 def test_docstring_examples_run(module_name):
   import doctest  # pylint: disable=g-import-not-at-top
   import importlib  # pylint: disable=g-import-not-at-top

@@ -14,6 +14,7 @@ global-batch `tf.data.Dataset`, which `model.fit` under a
 MirroredStrategy scope also distributes by itself.
 """
 
+import functools
 import numbers
 from typing import Optional
 
@@ -107,7 +108,8 @@ def load(name: str,
          shuffle_buffer: Optional[int] = None,
          strategy: Optional[tf.distribute.Strategy] = None,
          input_context: Optional[tf.distribute.InputContext] = None,
-         start_step: int = 0):
+         start_step: int = 0,
+         image_size: Optional[int] = None):
   """A batched `(image float32, label int32)` dataset, ready for `model.fit`.
 
   Args:
@@ -135,6 +137,9 @@ def load(name: str,
       with `repeat=True` the order is a function of (seed, pass over the
       data, position), so `load(..., start_step=k)` yields exactly the
       batches from the k-th on of `load(..., start_step=0)`.
+    image_size: square images of this size instead of the dataset's own
+      (quick runs of the ImageNet models). ImageNet crops to it directly;
+      the others are resized after their preprocessing.
 
   Returns:
     A `tf.data.Dataset`, or a distributed dataset when `strategy` is given.
@@ -164,11 +169,12 @@ def load(name: str,
                      "batch_size=128.")
   if int(start_step) < 0:
     raise ValueError(f"start_step must be >= 0, got {start_step}.")
+  prep_train, prep_eval = _preprocessing(module, image_size)
 
   def dataset_fn(context):
     raw = module.source(tfds_split, data_dir, training, seed)
     return common.build_pipeline(
-        raw, module.preprocess_train, module.preprocess_eval,
+        raw, prep_train, prep_eval,
         common.per_replica_batch_size(batch_size, context),
         training=training, shuffle=shuffle, shuffle_buffer=shuffle_buffer,
         seed=seed, repeat=repeat, drop_remainder=drop_remainder,
@@ -179,6 +185,26 @@ def load(name: str,
   if input_context is not None:
     raise ValueError("Pass either `strategy` or `input_context`, not both.")
   return distribute(strategy, dataset_fn)
+
+
+def _preprocessing(module, image_size):
+  """(train, eval) preprocessing of `module` giving `image_size` images."""
+  if image_size is None:
+    return module.preprocess_train, module.preprocess_eval
+  if int(image_size) != image_size or image_size < 1:
+    raise ValueError(f"image_size must be a positive integer, got {image_size!r}.")
+  size = int(image_size)
+  if getattr(module, "CROPS_TO_SIZE", False):
+    return (functools.partial(module.preprocess_train, image_size=size),
+            functools.partial(module.preprocess_eval, image_size=size))
+
+  def resized(preprocess):
+    def fn(*args):
+      image, label = preprocess(*args)
+      return tf.image.resize(image, [size, size]), label
+    return fn
+
+  return resized(module.preprocess_train), resized(module.preprocess_eval)
 
 
 def distribute(strategy: tf.distribute.Strategy, dataset_fn):

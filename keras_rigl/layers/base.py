@@ -2,7 +2,8 @@
 
 A compressed weight is two variables: ``<key>_values`` (trainable, float,
 [nnz]) and ``<key>_indices`` (non-trainable int32/int64 flat row-major
-positions into the dense ``[n_rows, n_cols]`` kernel, [nnz], any order). The
+positions into the dense ``[n_rows, n_cols]`` kernel, [nnz], kept in
+ascending order so that no kernel call and no update sorts them). The
 schedulers see it through `CompressedWeight` (current positions and values,
 `assign` a new set) and through `capture_layer_io`, which records each
 layer's inputs and pre-activation outputs during RigL's extra forward pass.
@@ -103,9 +104,20 @@ class CompressedWeight:
     return _keras.variable_tensor(self.values)
 
   def assign(self, positions, values):
-    """Replaces the whole set of connections (positions distinct, len nnz)."""
-    self.indices.assign(tf.cast(positions, self.indices.dtype))
-    self.values.assign(tf.cast(values, self.values.dtype))
+    """Replaces the whole set of connections (positions distinct, len nnz, any order).
+
+    Stored in ascending position order (values follow their positions), as
+    the kernels and the update expect.
+    """
+    positions = tf.cast(positions, self.indices.dtype)
+    order = tf.argsort(positions, stable=True)
+    self.indices.assign(tf.gather(positions, order))
+    self.values.assign(tf.gather(tf.cast(values, self.values.dtype), order))
+
+  def sort(self):
+    """Puts stored entries in ascending position order (e.g. after loading
+    positions saved in another order, such as an older checkpoint)."""
+    self.assign(self.positions(), self.current_values())
 
   def dense(self):
     """The dense kernel as a numpy array of `shape` (only for small kernels)."""

@@ -14,12 +14,13 @@ def _matmul(x, values, indices, n_in, n_out):
   The one call site of the sparse kernel: `kernels.sparse_matmul` with the
   method its measured rule picks for this shape, batch and XLA context, except
   ``"dense"``: forward and backward never build a tensor of W's dense size.
-  Positions may be in any order.
+  Positions are ascending (the layers keep them so): nothing is sorted per call.
   """
   method = kernels.choose_method(
       n_in, n_out, int(indices.shape[0]), x.shape[0], xla=kernels.in_xla_context(),
-      allow_dense=False)
-  return kernels.sparse_matmul(x, values, indices, n_in, n_out, method=method)
+      ordered=True, allow_dense=False)
+  return kernels.sparse_matmul(x, values, indices, n_in, n_out, method=method,
+                               indices_sorted=True)
 
 
 class _SparseMatmulLayer(CompressedLayer):

@@ -10,20 +10,19 @@ from keras_rigl.layers.base import CompressedLayer, _record, serialize
 def _lookup(ids, values, indices, output_dim):
   """Rows `ids` [M] of the table given by flat positions ``id * output_dim + j``.
 
-  Sorts the positions (O(nnz log nnz)), finds each id's run with a binary
-  search and scatters its entries: O(nnz + M * output_dim), never the table.
+  Positions are ascending (compressed layers keep them so): each id's run
+  is found with a binary search and its entries scattered: O(M log nnz +
+  M * output_dim), never the table, no sort.
   """
-  indices = tf.cast(indices, tf.int64)
-  order = tf.argsort(indices)
-  ordered = tf.gather(indices, order)
-  ids = tf.cast(ids, tf.int64)
-  start = tf.searchsorted(ordered, ids * output_dim, side="left", out_type=tf.int64)
-  end = tf.searchsorted(ordered, (ids + 1) * output_dim, side="left", out_type=tf.int64)
+  ordered = tf.convert_to_tensor(indices)  # int32 unless the table has >= 2**31 entries.
+  ids = tf.cast(ids, ordered.dtype)
+  start = tf.cast(tf.searchsorted(ordered, ids * output_dim, side="left"), tf.int64)
+  end = tf.cast(tf.searchsorted(ordered, (ids + 1) * output_dim, side="left"), tf.int64)
   runs = tf.ragged.range(start, end)
   where = runs.flat_values
   example = runs.value_rowids()
-  column = tf.gather(ordered, where) % output_dim
-  entries = tf.gather(values, tf.gather(order, where))
+  column = tf.cast(tf.gather(ordered, where) % output_dim, tf.int64)
+  entries = tf.gather(values, where)
   return tf.scatter_nd(tf.stack([example, column], axis=1), entries,
                        tf.stack([tf.size(ids, out_type=tf.int64),
                                  tf.constant(output_dim, tf.int64)]))

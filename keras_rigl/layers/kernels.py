@@ -13,7 +13,8 @@ always the sampled product ``sum_b x[b, i_k] * dy[b, j_k]``, computed by
 
   ``"csr"``                  ``tf.raw_ops.SparseMatrixMatMul`` on a CSR matrix
                              built once per call (row-sorted: one ``argsort``
-                             unless `sort_order` is passed in ``order``); the
+                             unless `sort_order` is passed in ``order`` or
+                             ``indices_sorted=True`` says they are); the
                              gradient w.r.t. ``x`` rebuilds it (O(nnz)).
   ``"sparse_dense_matmul"``  ``tf.sparse.sparse_dense_matmul`` on ``W^T``
                              (any index order); the gradient w.r.t. ``x`` uses
@@ -58,6 +59,17 @@ DENSE_LIMIT = 2**22
 # elements per chunk (4 MiB of float32) kept them cache-sized and was the
 # fastest of 2**20..2**24 on a 2-core CPU (4096^2 at 98%, batch 256).
 SAMPLED_CHUNK_ELEMENTS = 2**20
+
+# `order` value meaning "indices are already ascending" (sparse_matmul's
+# indices_sorted=True): csr then neither sorts nor permutes.
+SORTED = "sorted"
+
+# The values gradient uses blocked dense products (`blocked_sampled_matmul`)
+# above this density with a batch of at least BLOCKED_MIN_BATCH, for ascending
+# indices; one block holds at most BLOCK_ELEMENTS products (8 MiB of float32).
+BLOCKED_DENSITY = 0.03
+BLOCKED_MIN_BATCH = 32
+BLOCK_ELEMENTS = 2**21
 
 METHODS = ("csr", "sparse_dense_matmul", "gather", "embedding_lookup_sparse", "dense")
 XLA_METHODS = ("gather", "dense")
@@ -183,7 +195,8 @@ def _check_int(name, value):
   return v
 
 
-def sparse_matmul(x, values, indices, n_in, n_out, method="auto", order=None):
+def sparse_matmul(x, values, indices, n_in, n_out, method="auto", order=None,
+                  indices_sorted=False):
   """``x @ W`` for the sparse ``[n_in, n_out]`` kernel ``W`` given by ``values`` at ``indices``.
 
   Differentiable w.r.t. ``x`` and ``values``; the gradient w.r.t. ``values`` is
@@ -198,6 +211,9 @@ def sparse_matmul(x, values, indices, n_in, n_out, method="auto", order=None):
     method: one of `METHODS` or ``"auto"`` (see the module docstring).
     order: optional ``sort_order(indices)``, reused by ``"csr"`` instead of
       sorting on every call. Must match ``indices``; it is not checked.
+    indices_sorted: True promises ``indices`` ascending (what compressed
+      layers keep): no method sorts or permutes anything per call. Not
+      checked.
 
   Returns:
     ``[..., n_out]`` tensor of ``x``'s dtype.
@@ -240,6 +256,8 @@ def sparse_matmul(x, values, indices, n_in, n_out, method="auto", order=None):
   if nnz is not None and nnz > n_in * n_out:
     raise ValueError(f"sparse_matmul: {nnz} entries cannot fit a [{n_in}, {n_out}] kernel.")
 
+  if indices_sorted:
+    order = SORTED
   xla = in_xla_context()
   x2 = tf.reshape(x, [-1, n_in])
   batch = x2.shape[0]
@@ -307,6 +325,62 @@ def sampled_matmul(x, dy, rows, cols, chunk_elements=SAMPLED_CHUNK_ELEMENTS):
   return tf.reshape(out, [-1])[:nnz]
 
 
+def blocked_sampled_matmul(x, dy, indices, n_in, n_out, block_elements=BLOCK_ELEMENTS):
+  """`sampled_matmul` for ascending ``indices``: dense products one block of rows at a time.
+
+  For each block of kernel rows, ``x[:, rows]^T @ dy`` (at most
+  `block_elements` elements, 8 MiB by default) is computed by the dense GEMM and
+  the block's stored positions (a contiguous run, since they are ascending)
+  are gathered from it. The work is the dense weight gradient's, done at GEMM
+  speed; `sampled_matmul`'s gathers move ``nnz x batch`` elements instead, so
+  this wins at high densities and large batches (see `_values_grad`).
+  Memory: one block, never the dense gradient. Not for XLA (dynamic runs).
+
+  Example:
+  >>> import tensorflow as tf
+  >>> from keras_rigl.layers import kernels
+  >>> x, dy = tf.constant([[1.0, 2.0]]), tf.constant([[3.0, 4.0, 5.0]])
+  >>> kernels.blocked_sampled_matmul(x, dy, tf.constant([0, 5]), 2, 3).numpy().tolist()
+  [3.0, 10.0]
+  """
+  rows = max(1, min(n_in, block_elements // n_out))
+  n_blocks = -(-n_in // rows)
+  xt = tf.transpose(x)
+  starts = tf.range(n_blocks + 1, dtype=indices.dtype) * tf.cast(rows * n_out, indices.dtype)
+  bounds = tf.searchsorted(indices, starts, side="left", out_type=tf.int32)
+  pieces = tf.TensorArray(x.dtype, size=n_blocks, infer_shape=False)
+
+  def body(b, pieces):
+    g = tf.reshape(tf.matmul(xt[b * rows:(b + 1) * rows], dy), [-1])
+    local = indices[bounds[b]:bounds[b + 1]] - tf.cast(b * rows * n_out, indices.dtype)
+    return b + 1, pieces.write(b, tf.gather(g, local))
+
+  _, pieces = tf.while_loop(lambda b, _: b < n_blocks, body, (tf.constant(0), pieces),
+                            parallel_iterations=1)
+  return tf.reshape(pieces.concat(), [-1])
+
+
+def _values_grad(indices, rows_cols, n_in, n_out, order):
+  """The gradient w.r.t. the values: blocked dense products or sampled gathers.
+
+  Rule (4096^2, batch 256, 2-core CPU under load 12, medians of 5; see
+  docs/performance.md): blocked GEMMs were 2x faster than the gathers at 95%
+  sparsity and 2.7x slower at 98%: they are used for ascending indices above
+  `BLOCKED_DENSITY` with a batch of at least `BLOCKED_MIN_BATCH` (or unknown),
+  outside XLA.
+  """
+
+  def grad(x, dy):
+    batch, nnz = x.shape[0], indices.shape[0]
+    if (isinstance(order, str) and not in_xla_context() and nnz is not None
+        and nnz > BLOCKED_DENSITY * n_in * n_out
+        and (batch is None or batch >= BLOCKED_MIN_BATCH)):
+      return blocked_sampled_matmul(x, dy, indices, n_in, n_out)
+    return sampled_matmul(x, dy, *rows_cols())
+
+  return grad
+
+
 # Integer index arithmetic (div/mod, casts, stacking) runs as small XLA
 # functions: on CPU, TF's element-wise int32 kernels took 6-18 ms per 1.7M
 # entries where the fused XLA version took 1.6 ms (4096^2 at 90%). Called inside
@@ -332,6 +406,13 @@ def _transposed_positions(rows, cols):
 
 
 @_xla
+def _flat_to_positions(indices, n_out):
+  """[nnz, 2] int64 (row, col) positions from flat ones, in their order (one fused pass)."""
+  indices = tf.cast(indices, tf.int64)
+  return tf.stack([indices // n_out, indices % n_out], axis=1)
+
+
+@_xla
 def _sorted_positions(rows, cols, order):
   """[nnz, 2] int64 (row, col) positions in `order`: W as a row-sorted SparseTensor."""
   return tf.stack([tf.cast(tf.gather(rows, order), tf.int64),
@@ -349,15 +430,16 @@ def _vector_sampled(x, dy, rows, cols):
   return tf.gather(x, rows) * tf.gather(dy, cols)
 
 
-def _with_gradient(forward, backward_x, x, values, rows, cols):
+def _with_gradient(forward, backward_x, x, values, rows, cols, values_grad=None):
   """Wrap forward(x, values) with backward_x(dy, values) and the sampled values gradient."""
+  values_grad = values_grad or (lambda x, dy: sampled_matmul(x, dy, rows, cols))
 
   @tf.custom_gradient
   def f(x, values):
     y = forward(x, values)
 
     def grad(dy):
-      return backward_x(dy, values), sampled_matmul(x, dy, rows, cols)
+      return backward_x(dy, values), values_grad(x, dy)
 
     return y, grad
 
@@ -373,7 +455,6 @@ def _empty_batch(x, values, n_out):
 
 
 def _gather(x, values, indices, n_in, n_out, order):
-  del order
   if x.shape[0] == 1:
     return _gather_vector(x, values, indices, n_in, n_out)
   rows, cols = _split(indices, n_out)
@@ -386,7 +467,8 @@ def _gather(x, values, indices, n_in, n_out, order):
     g = tf.gather(tf.transpose(dy), cols) * v[:, None]
     return tf.transpose(tf.math.unsorted_segment_sum(g, rows, n_in))
 
-  return _with_gradient(fwd, bwd, x, values, rows, cols)
+  return _with_gradient(fwd, bwd, x, values, rows, cols,
+                        _values_grad(indices, lambda: (rows, cols), n_in, n_out, order))
 
 
 @_xla
@@ -430,7 +512,6 @@ def _half_to_float(fn):
 
 @_half_to_float
 def _sparse_dense_matmul(x, values, indices, n_in, n_out, order):
-  del order
   if x.shape[0] == 0:
     return _empty_batch(x, values, n_out)
   rows, cols = _split(indices, n_out)
@@ -444,22 +525,34 @@ def _sparse_dense_matmul(x, values, indices, n_in, n_out, order):
     wt = tf.SparseTensor(wt_positions, v, [n_out, n_in])
     return tf.transpose(tf.sparse.sparse_dense_matmul(wt, dy, adjoint_a=True, adjoint_b=True))
 
-  return _with_gradient(fwd, bwd, x, values, rows, cols)
+  return _with_gradient(fwd, bwd, x, values, rows, cols,
+                        _values_grad(indices, lambda: (rows, cols), n_in, n_out, order))
 
 
 @_half_to_float
 def _csr(x, values, indices, n_in, n_out, order):
   if x.shape[0] == 0:
     return _empty_batch(x, values, n_out)
-  rows, cols = _split(indices, n_out)
-  if order is None:
-    order = sort_order(indices)
-  positions = _sorted_positions(rows, cols, order)
   shape = tf.constant([n_in, n_out], tf.int64)
+  if isinstance(order, str):  # SORTED: nothing is permuted, nothing kept between passes.
+    # The int64 (row, col) pairs (16 B an entry) are made where each pass
+    # needs them, in one fused XLA call from the flat positions, rather than
+    # held from the forward to the backward pass.
+    positions = lambda: _flat_to_positions(indices, n_out)
+    ordered = lambda values: values
+    rows_cols = lambda: _split(indices, n_out)
+  else:
+    rows, cols = _split(indices, n_out)
+    if order is None:
+      order = sort_order(indices)
+    held = _sorted_positions(rows, cols, order)
+    positions = lambda: held
+    ordered = lambda values: tf.gather(values, order)
+    rows_cols = lambda: (rows, cols)
 
   def csr_matrix(values):
     return tf.raw_ops.SparseTensorToCSRSparseMatrix(
-        indices=positions, values=tf.gather(values, order), dense_shape=shape)
+        indices=positions(), values=ordered(values), dense_shape=shape)
 
   @tf.custom_gradient
   def f(x, values):
@@ -472,7 +565,7 @@ def _csr(x, values, indices, n_in, n_out, order):
       # crossing from a tf.function's forward to its backward has no zeros_like.
       dx = tf.raw_ops.SparseMatrixMatMul(a=csr_matrix(values), b=dy, transpose_b=True,
                                          transpose_output=True)
-      return dx, sampled_matmul(x, dy, rows, cols)
+      return dx, _values_grad(indices, rows_cols, n_in, n_out, order)(x, dy)
 
     return y, grad
 

@@ -1,6 +1,6 @@
 """Glue between the mask schedulers and compressed layers.
 
-`keras_rigl.schedulers` calls this from a few marked hooks: it finds the
+`keras_rigl.methods` calls this from a few marked hooks: it finds the
 compressed layers of a model, records their inputs / output gradients in
 RigL's extra forward pass, gathers them over replicas, and applies the
 drop/grow update of `keras_rigl.layers.update` in cross-replica context (so
@@ -12,6 +12,8 @@ import math
 import tensorflow as tf
 
 from keras_rigl import _keras
+from keras_rigl.layers import kernels
+from keras_rigl.layers import static_update as _static
 from keras_rigl.layers import update as _update
 from keras_rigl.layers.base import CompressedLayer, capture_layer_io
 from keras_rigl.masks import name_seed
@@ -50,6 +52,10 @@ class CompressedUpdater:
           "Use storage='masked' in keras_rigl.sparsify for dense-to-sparse pruning.")
     self.targets = [_Target(w, seed) for l in layers for w in l.compressed_weights]
     self.size = sum(t.weight.size for t in self.targets)
+    # Static shapes (automatic under XLA): moved entries per update are
+    # bounded by nnz x max_fraction, the schedule's largest drop fraction.
+    self.static_shapes = False
+    self.max_fraction = 1.0
     self.capture = capture_layer_io
 
   def __bool__(self):
@@ -111,42 +117,68 @@ class CompressedUpdater:
       weight = target.weight
       values = weight.current_values()
       indices = weight.positions()
-      if grow == "rigl":
+      if self.static_shapes or kernels.in_xla_context():
+        new_indices, source = self._static_update(target, step, values, indices,
+                                                  drop_fraction, grow, data, i)
+      elif grow == "rigl":
         a, d = data[i]
         block = weight.layer.block_size
         grower = lambda kept, k, a=a, d=d, w=weight, block=block: _update.rigl_grow(
             a, d, w.n_rows, w.n_cols, kept, k, block)
+        new_indices, source = _update.update(values, indices, weight.size, drop_fraction,
+                                             grower)
       else:
-        seed = tf.stack([tf.constant(target.key, tf.int64), step + (1 << 40)])
-        grower = lambda kept, k, w=weight, seed=seed: _update.set_grow(
+        grower = lambda kept, k, w=weight, seed=self._set_seed(target, step): _update.set_grow(
             w.size, kept, k, seed, w.nnz)
-      slots, positions = _update.update(values, indices, weight.size, drop_fraction, grower)
-      where = slots[:, None]
-      init = self._grown_values(target, step, values, slots, grow_init)
-      weight.indices.assign(tf.tensor_scatter_nd_update(
-          indices, where, tf.cast(positions, indices.dtype)))
-      weight.values.assign(tf.tensor_scatter_nd_update(values, where, init))
-      for slot in target.slots:
-        value = _keras.variable_tensor(slot)
-        slot.assign(tf.tensor_scatter_nd_update(
-            value, where, tf.zeros(tf.shape(slots), value.dtype)))
+        new_indices, source = _update.update(values, indices, weight.size, drop_fraction,
+                                             grower)
+      self._assign(target, step, values, new_indices, source, grow_init)
       # A moved connection changes two mask entries (one off, one on).
-      changed += 2.0 * tf.cast(tf.size(slots), tf.float64)
+      changed += 2.0 * tf.reduce_sum(tf.cast(source < 0, tf.float64))
     return changed
 
-  def _grown_values(self, target, step, values, slots, grow_init):
-    count = tf.shape(slots)
+  def _set_seed(self, target, step):
+    return tf.stack([tf.constant(target.key, tf.int64), step + (1 << 40)])
+
+  def _static_update(self, target, step, values, indices, drop_fraction, grow, data, i):
+    """Under XLA (or `static_shapes`): the same choice with static shapes."""
+    weight = target.weight
+    max_count = int(math.floor(weight.nnz * self.max_fraction))
+    if grow == "rigl":
+      a, d = data[i]
+      grower = lambda still, k, n, a=a, d=d, w=weight: _static.rigl_grow_static(
+          a, d, w.n_rows, w.n_cols, indices, still, k, w.layer.block_size)
+    else:
+      grower = lambda still, k, n, w=weight, seed=self._set_seed(target, step): \
+          _static.set_grow_static(w.size, indices, still, k, n, seed)
+    return _static.update_static(values, indices, drop_fraction, grower, max_count)
+
+  def _assign(self, target, step, values, new_indices, source, grow_init):
+    """Positions stay ascending: values and slots move with their entries."""
+    weight = target.weight
+    fresh = source < 0
+    carried = tf.maximum(source, 0)
+    weight.indices.assign(tf.cast(new_indices, weight.indices.dtype))
+    survivors = tf.gather(values, carried)
+    init = self._grown_values(target, step, survivors, fresh, grow_init)
+    weight.values.assign(tf.where(fresh, init, survivors))
+    for slot in target.slots:
+      value = _keras.variable_tensor(slot)
+      slot.assign(tf.where(fresh, tf.zeros_like(value), tf.gather(value, carried)))
+
+  def _grown_values(self, target, step, survivors, fresh, grow_init):
+    count = tf.shape(fresh)
     if grow_init == "zeros":
-      return tf.zeros(count, values.dtype)
+      return tf.zeros(count, survivors.dtype)
     # Scale new weights like the layer's surviving ones (as SparseWrapper's).
-    moved = tf.scatter_nd(slots[:, None], tf.ones_like(slots), tf.shape(values)) > 0
-    kept = tf.cast(tf.logical_not(moved), values.dtype)
-    std = tf.sqrt(tf.reduce_sum(tf.square(values * kept)) /
+    kept = tf.cast(tf.logical_not(fresh), survivors.dtype)
+    std = tf.sqrt(tf.reduce_sum(tf.square(survivors * kept)) /
                   tf.maximum(tf.reduce_sum(kept), 1.0))
     seed = tf.stack([tf.constant(target.key, tf.int64), step])
     if grow_init == "random_normal":
-      noise = tf.random.stateless_normal(count, seed=seed, dtype=values.dtype)
+      noise = tf.random.stateless_normal(count, seed=seed, dtype=survivors.dtype, alg="philox")
     else:
       noise = tf.random.stateless_uniform(count, seed=seed, minval=-math.sqrt(3),
-                                          maxval=math.sqrt(3), dtype=values.dtype)
+                                          maxval=math.sqrt(3), dtype=survivors.dtype,
+                                          alg="philox")  # Same numbers under XLA.
     return noise * std

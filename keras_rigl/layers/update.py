@@ -20,7 +20,7 @@ connections. Plain TensorFlow; nothing here knows about Keras.
 import tensorflow as tf
 
 from keras_rigl import masks as _masks
-from keras_rigl.layers.positions import is_member, sample_positions
+from keras_rigl.layers.positions import sample_positions
 
 # Default bound on the elements of one block of dense-gradient scores (8 MiB
 # of float32). Peak extra memory of a growth step is a small multiple of it.
@@ -60,24 +60,34 @@ def finite_scores(scores):
   return tf.clip_by_value(scores, -big, big)
 
 
-def select_largest(scores, positions, k, ties_to_higher=False):
+def select_largest(scores, positions, k, ties_to_higher=False, positions_sorted=False):
   """Indices into `scores` of its `k` largest entries.
 
   The tie rule lives here: among equal scores the entry with the lower
-  `positions` value wins (or the higher one with `ties_to_higher`), whatever
-  order the arrays are in. O(nnz log nnz) for the sort by position.
+  `positions` value wins (or the higher one with `ties_to_higher`). With
+  `positions_sorted` (ascending, as compressed layers keep them) no sort is
+  needed; otherwise the arrays are first put in position order
+  (O(nnz log nnz)).
 
   Example:
   >>> select_largest(tf.constant([1., 3., 3.]), tf.constant([5, 9, 2]), 1).numpy().tolist()
   [2]
+  >>> select_largest(tf.constant([1., 3., 3.]), tf.constant([2, 5, 9]), 1,
+  ...                ties_to_higher=True, positions_sorted=True).numpy().tolist()
+  [2]
   """
+  if positions_sorted:
+    if not ties_to_higher:
+      return tf.math.top_k(scores, k=k, sorted=False).indices
+    last = tf.shape(scores)[0] - 1
+    return last - tf.math.top_k(tf.reverse(scores, [0]), k=k, sorted=False).indices
   order = tf.argsort(positions, direction="DESCENDING" if ties_to_higher else "ASCENDING")
   # top_k breaks ties to the lower index: in position order, the lower position.
   best = tf.math.top_k(tf.gather(scores, order), k=k, sorted=False).indices
   return tf.gather(order, best)
 
 
-def drop_slots(values, positions, n_drop):
+def drop_slots(values, positions, n_drop, positions_sorted=False):
   """Array slots of the `n_drop` entries of smallest |value| (NaN go first).
 
   Example:
@@ -87,7 +97,8 @@ def drop_slots(values, positions, n_drop):
   # finite_scores maps |NaN| to the lowest score: negated, it is dropped first.
   scores = -finite_scores(tf.abs(tf.cast(values, tf.float32)))
   return select_largest(scores, positions, n_drop,
-                        ties_to_higher=DROP_TIES_TO_HIGHER_POSITION)
+                        ties_to_higher=DROP_TIES_TO_HIGHER_POSITION,
+                        positions_sorted=positions_sorted)
 
 
 def rigl_grow(a, d, n_rows, n_cols, kept_sorted, k, block_elements=None):
@@ -100,14 +111,15 @@ def rigl_grow(a, d, n_rows, n_cols, kept_sorted, k, block_elements=None):
       Rows of several batches / replicas are simply concatenated: the sum of
       their gradients is ``concat(a)^T concat(d)``.
     n_rows, n_cols: the dense kernel's shape (Python ints).
-    kept_sorted: ascending int positions that may not be grown.
+    kept_sorted: ascending int32/int64 positions that may not be grown.
     k: how many to grow (int32 scalar); at most N - len(kept_sorted).
     block_elements: bound on the scores of one block (rows * n_cols, at
       least one row); default 2**21 (8 MiB). Peak extra memory is a few
       blocks plus O(k + len(kept_sorted)).
 
   Returns:
-    int64 [k] positions; ties go to the lower position, as in masks.py.
+    [k] positions (kept_sorted's dtype), best first; ties go to the lower
+    position, as in masks.py.
 
   Example:
   >>> a = tf.constant([[1., 0.]])          # one example, n_rows = 2
@@ -126,25 +138,28 @@ def rigl_grow(a, d, n_rows, n_cols, kept_sorted, k, block_elements=None):
     a = tf.cast(tf.reshape(a, [-1]), tf.int64)
   else:
     a = tf.pad(tf.cast(a, tf.float32), [[0, 0], [0, n_blocks * rows - n_rows]])
-  kept_sorted = tf.cast(kept_sorted, tf.int64)
+  kept_sorted = tf.convert_to_tensor(kept_sorted)
+  if kept_sorted.dtype not in (tf.int32, tf.int64):
+    kept_sorted = tf.cast(kept_sorted, tf.int64)
+  pdt = kept_sorted.dtype
   k = tf.cast(k, tf.int32)
   lowest = tf.constant(-float("inf"), tf.float32)
   big = tf.constant(tf.float32.max, tf.float32)
 
   def body(b, best_scores, best_positions):
-    first = tf.cast(b, tf.int64) * rows
+    first = tf.cast(b, pdt) * rows
     if ids:
-      a_block = tf.one_hot(a - first, rows, dtype=tf.float32)  # [M, rows]
+      a_block = tf.one_hot(a - tf.cast(first, tf.int64), rows, dtype=tf.float32)  # [M, rows]
     else:
       a_block = tf.slice(a, [0, b * rows], [-1, rows])
     scores = tf.abs(tf.matmul(a_block, d, transpose_a=True))  # [rows, n_cols]
     # As finite_scores: NaN lowest, Inf largest finite; padding rows -inf.
-    real_row = tf.range(rows, dtype=tf.int64)[:, None] + first < n_rows
+    real_row = tf.range(rows, dtype=pdt)[:, None] + first < n_rows
     scores = tf.where(tf.math.is_nan(scores), -big, tf.minimum(scores, big))
     scores = tf.reshape(tf.where(real_row, scores, lowest), [-1])
     base = first * n_cols
-    lo = tf.searchsorted(kept_sorted, tf.reshape(base, [1]), out_type=tf.int64)[0]
-    hi = tf.searchsorted(kept_sorted, tf.reshape(base + block_size, [1]), out_type=tf.int64)[0]
+    lo = tf.searchsorted(kept_sorted, tf.reshape(base, [1]), out_type=pdt)[0]
+    hi = tf.searchsorted(kept_sorted, tf.reshape(base + block_size, [1]), out_type=pdt)[0]
     kept_here = kept_sorted[lo:hi] - base
     scores = tf.tensor_scatter_nd_update(
         scores, kept_here[:, None], tf.fill(tf.shape(kept_here), lowest))
@@ -156,11 +171,11 @@ def rigl_grow(a, d, n_rows, n_cols, kept_sorted, k, block_elements=None):
     # Held entries first, then block entries in position order: top_k's
     # "ties to the lower index" is "ties to the lower position".
     merged_scores = tf.concat([best_scores, tf.gather(scores, where)], 0)
-    positions = tf.concat([best_positions, base + where], 0)
+    positions = tf.concat([best_positions, base + tf.cast(where, pdt)], 0)
     top = tf.math.top_k(merged_scores, k=tf.minimum(k, tf.shape(merged_scores)[0]), sorted=True)
     return b + 1, top.values, tf.gather(positions, top.indices)
 
-  start = (tf.constant(0), tf.zeros([0], tf.float32), tf.zeros([0], tf.int64))
+  start = (tf.constant(0), tf.zeros([0], tf.float32), tf.zeros([0], pdt))
   _, _, best = tf.while_loop(
       lambda b, *_: b < n_blocks, body, start,
       shape_invariants=(tf.TensorShape([]), tf.TensorShape([None]), tf.TensorShape([None])),
@@ -179,57 +194,81 @@ def set_grow(size, kept_sorted, k, seed, nnz):
   return sample_positions(size, k, seed, exclude=kept_sorted, bound=nnz)
 
 
-def reassign(indices, dropped, grown_positions):
-  """Which array slots take which new positions.
+def merge_sorted(indices, still, grown):
+  """The new ascending positions and where each entry's state comes from.
 
-  A dropped connection that is grown again keeps its slot, value and
-  optimizer state (as in the masked storage, where its mask never changes);
-  the other dropped slots take the other grown positions.
+  `indices` are the old ascending positions, `still` marks the entries that
+  stay, `grown` the new positions (none of them among the staying ones; any
+  order). The kept and grown positions are merged in order without sorting
+  the nnz entries (only the grown ones are sorted): each entry's destination
+  is its rank in its own list plus the count of the other list below it.
+
+  A dropped connection that is grown again keeps its value and optimizer
+  state (as in the masked storage, where its mask never changes).
 
   Returns:
-    (slots int32 [m], positions int64 [m]) with m <= len(dropped).
+    (new_indices [nnz] ascending, indices' dtype; source int32 [nnz]: the old
+    slot whose value and slots the entry keeps, -1 for a new connection).
 
   Example:
-  >>> slots, new = reassign(tf.constant([10, 11, 12]), tf.constant([0, 2]),
-  ...                       tf.constant([10, 20], tf.int64))
-  >>> slots.numpy().tolist(), new.numpy().tolist()
-  ([2], [20])
+  >>> new, source = merge_sorted(tf.constant([10, 11, 12]), tf.constant([False, True, False]),
+  ...                            tf.constant([20, 10]))
+  >>> new.numpy().tolist(), source.numpy().tolist()
+  ([10, 11, 20], [0, 1, -1])
   """
-  dropped_positions = tf.cast(tf.gather(indices, dropped), tf.int64)
-  grown_positions = tf.cast(grown_positions, tf.int64)
-  back = is_member(dropped_positions, tf.sort(grown_positions))
-  new = tf.logical_not(is_member(grown_positions, tf.sort(dropped_positions)))
-  return (tf.boolean_mask(tf.cast(dropped, tf.int32), tf.logical_not(back)),
-          tf.boolean_mask(grown_positions, new))
+  indices = tf.convert_to_tensor(indices)
+  dtype = indices.dtype
+  nnz = tf.shape(indices)[0]
+  grown = tf.sort(tf.cast(grown, dtype))
+  kept_slots = tf.cast(tf.where(still)[:, 0], tf.int32)
+  kept = tf.gather(indices, kept_slots)
+  kept_dest = (tf.range(tf.shape(kept)[0]) +
+               tf.searchsorted(grown, kept, side="left", out_type=tf.int32))
+  grown_dest = (tf.range(tf.shape(grown)[0]) +
+                tf.searchsorted(kept, grown, side="left", out_type=tf.int32))
+  at = tf.minimum(tf.searchsorted(indices, grown, side="left", out_type=tf.int32), nnz - 1)
+  regrown = tf.equal(tf.gather(indices, at), grown)
+  grown_source = tf.where(regrown, at, -1)
+  dest = tf.concat([kept_dest, grown_dest], 0)[:, None]
+  new_indices = tf.scatter_nd(dest, tf.concat([kept, grown], 0), [nnz])
+  # +1 so that the sum-scatter into zeros keeps -1 for new connections.
+  source = tf.scatter_nd(dest, tf.concat([kept_slots, grown_source], 0) + 1, [nnz]) - 1
+  return new_indices, source
 
 
 def update(values, indices, size, drop_fraction, grow):
-  """One drop/grow step of a compressed weight.
+  """One drop/grow step of a compressed weight whose positions are ascending.
 
   Args:
     values: float [nnz] current values.
-    indices: int [nnz] current flat positions.
+    indices: int [nnz] current flat positions, ascending (compressed layers
+      keep them so).
     size: dense size N (Python int).
     drop_fraction: scalar in [0, 1].
-    grow: callable ``(kept_sorted int64, k int32) -> int64 [k] positions``
-      (`rigl_grow` or `set_grow` with their other arguments bound).
+    grow: callable ``(kept_sorted, k int32) -> [k] positions``
+      (`rigl_grow` or `set_grow` with their other arguments bound); kept_sorted
+      has indices' dtype.
 
   Returns:
-    (slots, positions): array slots whose connection is replaced, and the new
-    flat positions for them (int64), as `reassign` gives.
+    (new_indices, source) as `merge_sorted`: the new ascending positions and,
+    per entry, the old slot it keeps its value and optimizer state from (-1:
+    a new connection). No sort over the nnz entries, O(nnz) extra memory
+    (a few int32 per entry) plus what `grow` needs.
 
   Example:
   >>> values = tf.constant([0.1, 2.0])
   >>> indices = tf.constant([0, 1])
-  >>> grow = lambda kept, k: tf.constant([2], tf.int64)[:k]
-  >>> slots, positions = update(values, indices, 4, 0.5, grow)
-  >>> slots.numpy().tolist(), positions.numpy().tolist()
-  ([0], [2])
+  >>> grow = lambda kept, k: tf.constant([2], tf.int32)[:k]
+  >>> new, source = update(values, indices, 4, 0.5, grow)
+  >>> new.numpy().tolist(), source.numpy().tolist()
+  ([1, 2], [1, -1])
   """
+  del size
+  indices = tf.convert_to_tensor(indices)
   nnz = tf.shape(indices)[0]
   n_drop = drop_count(nnz, drop_fraction)
-  dropped = drop_slots(values, indices, n_drop)
+  dropped = drop_slots(values, indices, n_drop, positions_sorted=True)
   still = tf.scatter_nd(dropped[:, None], tf.ones_like(dropped), [nnz]) < 1
-  kept_sorted = tf.sort(tf.cast(tf.boolean_mask(indices, still), tf.int64))
+  kept_sorted = tf.boolean_mask(indices, still)  # Ascending: no sort.
   grown = grow(kept_sorted, n_drop)
-  return reassign(indices, dropped, grown)
+  return merge_sorted(indices, still, grown)

@@ -15,8 +15,7 @@ Example:
 """
 
 from keras_rigl import models as _models
-from keras_rigl import schedulers as _schedulers
-from keras_rigl import snfs as _snfs
+from keras_rigl import methods as _methods
 from keras_rigl.snip import snip as _snip
 from keras_rigl import surgery as _surgery
 from keras_rigl._keras import keras
@@ -144,26 +143,26 @@ def make_scheduler(config, plan, data=None, seed=0):
   """
   end_step = max(plan.end_step, plan.begin_step)
   if config.method == "rigl":
-    return _schedulers.RigLScheduler(
+    return _methods.RigLScheduler(
         data, update_freq=config.update_freq, drop_fraction=config.drop_fraction,
         drop_fraction_schedule=config.drop_fraction_schedule,
         begin_step=plan.begin_step, end_step=end_step, grow_init=config.grow_init,
         seed=seed, redistribution=None if config.redistribution in (None, "none")
         else config.redistribution, min_fan_in=config.min_fan_in)
   if config.method == "snfs":
-    return _snfs.SNFSScheduler(
+    return _methods.SNFSScheduler(
         update_freq=config.update_freq, prune_rate=config.prune_rate,
         prune_rate_schedule=config.drop_fraction_schedule,
         momentum=config.snfs_momentum, redistribution=config.redistribution != "none",
         begin_step=plan.begin_step, end_step=end_step, seed=seed)
   if config.method == "set":
-    return _schedulers.SETScheduler(
+    return _methods.SETScheduler(
         update_freq=config.update_freq, drop_fraction=config.drop_fraction,
         drop_fraction_schedule=config.drop_fraction_schedule,
         begin_step=plan.begin_step, end_step=end_step, grow_init=config.grow_init,
         seed=seed, min_fan_in=config.min_fan_in)
   if config.method == "pruning":
-    return _schedulers.MagnitudePruningScheduler(
+    return _methods.MagnitudePruningScheduler(
         0.0, None, plan.pruning_begin_step,
         max(plan.pruning_end_step, plan.pruning_begin_step), plan.pruning_freq)
   return None

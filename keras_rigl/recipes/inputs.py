@@ -34,19 +34,11 @@ def make_datasets(config, strategy, *, data_dir=None, seed=0, image_size=None,
   the same stream from step 0, for RigL's gradient batches (the scheduler
   skips what earlier updates used). `evaluation` is the eval split.
   """
-  size = image_size
-
-  def resize(dataset):
-    if not size:
-      return dataset
-    return dataset.map(lambda x, y: (tf.image.resize(x, [size, size]), y),
-                       num_parallel_calls=tf.data.AUTOTUNE)
-
-  common = dict(data_dir=data_dir, seed=seed)
+  common = dict(data_dir=data_dir, seed=seed, image_size=image_size)
 
   def train(start, context=None):
-    return resize(_data.load(config.dataset, "train", config.batch_size, repeat=True,
-                             input_context=context, start_step=start, **common))
+    return _data.load(config.dataset, "train", config.batch_size, repeat=True,
+                      input_context=context, start_step=start, **common)
 
   rigl = train(0)
   fit_input = train(start_step) if start_step else rigl
@@ -61,6 +53,6 @@ def make_datasets(config, strategy, *, data_dir=None, seed=0, image_size=None,
   if drop and not is_tpu(strategy):
     logging.warning("Evaluation skips the last %d examples (a batch that does not "
                     "split over %d replicas).", info.num_eval % eval_batch, replicas)
-  evaluation = resize(_data.load(config.dataset, "eval", eval_batch,
-                                 drop_remainder=drop, **common))
+  evaluation = _data.load(config.dataset, "eval", eval_batch, drop_remainder=drop,
+                          **common)
   return Datasets(rigl, fit_input, evaluation)

@@ -36,6 +36,7 @@ from keras_rigl.recipes import callbacks as callbacks_lib
 from keras_rigl.recipes import configs
 from keras_rigl.recipes import report as report_lib
 from keras_rigl.recipes import strategy as strategy_lib
+from keras_rigl.recipes import xla
 from keras_rigl.recipes.builders import build_training_model
 from keras_rigl.recipes.builders import make_scheduler
 from keras_rigl.recipes.errors import SetupError
@@ -65,6 +66,10 @@ class RunOptions:
   steps_per_epoch: Optional[int] = None
   eval_steps: Optional[int] = None
   steps_per_execution: int = 1
+  # None: Keras' own default (no XLA on CPU); True: the train step runs under XLA.
+  jit_compile: Optional[bool] = None
+  # Logical CPU devices to split the CPU into (MirroredStrategy without GPUs).
+  cpu_devices: Optional[int] = None
   training_steps_multiplier: float = 1.0
   verbose: object = "auto"
   write_files: bool = True  # report.png/json, checkpoints, TensorBoard.
@@ -137,13 +142,19 @@ def validate(config, options):
   if o.tpu and o.strategy not in ("auto", "tpu"):
     raise SetupError(f"--tpu is only used with --strategy=tpu (or auto), not "
                      f"--strategy={o.strategy}; drop --tpu or use --strategy=tpu.")
-  for name in ("steps_per_epoch", "eval_steps", "image_size"):
+  for name in ("steps_per_epoch", "eval_steps", "image_size", "cpu_devices"):
     value = getattr(o, name)
     if value is not None and (not isinstance(value, int) or value < 1):
       raise SetupError(f"--{name} must be a positive integer, got {value!r}.")
   if not isinstance(o.steps_per_execution, int) or o.steps_per_execution < 1:
     raise SetupError(f"--steps_per_execution must be a positive integer, got "
                      f"{o.steps_per_execution!r}.")
+  if o.jit_compile not in (None, True, False):
+    raise SetupError(f"--jit_compile must be true or false, got {o.jit_compile!r}.")
+  if o.cpu_devices is not None and o.strategy not in ("auto", "mirrored"):
+    raise SetupError(f"--cpu_devices={o.cpu_devices} splits the CPU for "
+                     f"--strategy=mirrored, not --strategy={o.strategy}; drop "
+                     "--cpu_devices or use --strategy=mirrored.")
   if o.image_size is not None and o.image_size < 8:
     raise SetupError(f"--image_size={o.image_size} is too small; use >= 8.")
   if not 0 < o.training_steps_multiplier < float("inf"):
@@ -227,6 +238,7 @@ def run(config, options, callbacks=()):
   input_shape = tuple(info.input_shape)
   if options.image_size:
     input_shape = (options.image_size, options.image_size, input_shape[-1])
+  strategy_lib.split_cpu(options.cpu_devices)
   strategy = strategy_lib.make_strategy(options.strategy, options.tpu)
   replicas = strategy.num_replicas_in_sync
   for name in ("batch_size", "eval_batch_size"):
@@ -278,8 +290,16 @@ def run(config, options, callbacks=()):
       metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
       if info.num_classes > 10:
         metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5_accuracy"))
+      compile_kwargs = {}
+      # Mirrored replicas: XLA per replica (recipes/xla.py says why).
+      per_replica_jit = options.jit_compile and xla.needs_per_replica_jit(strategy)
+      if options.jit_compile is not None:
+        compile_kwargs["jit_compile"] = bool(options.jit_compile and not per_replica_jit)
       model.compile(optimizer, SparseCrossEntropy(config.label_smoothing),
-                    metrics=metrics, steps_per_execution=options.steps_per_execution)
+                    metrics=metrics, steps_per_execution=options.steps_per_execution,
+                    **compile_kwargs)
+      if per_replica_jit:
+        xla.jit_compile_per_replica(model)
     scheduler = make_scheduler(config, plan, datasets.rigl, options.seed)
     # The masks before any update (also on resume: the backup is restored in fit).
     initial_flops_ratio = report_lib.flops_ratio(model)

@@ -59,6 +59,36 @@ def make_strategy(name, tpu=None):
   raise SetupError(f"Unknown strategy {name!r}; use one of {STRATEGIES}.")
 
 
+def split_cpu(count):
+  """Splits the first CPU into `count` logical devices (for MirroredStrategy).
+
+  `--strategy=mirrored` on a machine without GPUs mirrors over the logical
+  CPUs; this makes `count` of them, so a laptop runs the replica code path a
+  TPU or several GPUs would. TensorFlow accepts the split only before it
+  starts its devices: later it is accepted only if the CPU already has
+  `count` logical devices, else `SetupError`. None does nothing.
+
+  Example:
+  >>> split_cpu(None)
+  >>> split_cpu(len(tf.config.list_logical_devices("CPU")))  # Already so.
+  """
+  if count is None:
+    return
+  count = int(count)
+  cpu = tf.config.list_physical_devices("CPU")[0]
+  try:
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+  except RuntimeError:
+    existing = len(tf.config.list_logical_devices("CPU"))
+    if existing != count:
+      raise SetupError(
+          f"--cpu_devices={count}: TensorFlow already started with {existing} logical "
+          "CPU device(s) and cannot be split again in this process; pass "
+          "--cpu_devices before anything runs TensorFlow (examples/train.py does) "
+          f"or use --cpu_devices={existing}.") from None
+
+
 def is_tpu(strategy):
   """True for TPUStrategy."""
   return isinstance(strategy, (tf.distribute.TPUStrategy,

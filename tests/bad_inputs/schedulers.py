@@ -132,8 +132,14 @@ ROWS = [
              ("steps_per_execution", "update_freq", "multiple"),
              "steps_per_execution=2 with update_freq=3"),
     # --- RigL data --------------------------------------------------------------
-    BadInput("rigl_data/none", lambda: kr.RigLScheduler(None), ValueError,
-             ("RigLScheduler data", "batch"), "RigLScheduler(None)"),
+    BadInput("rigl/redistribution_without_data",
+             lambda: kr.RigLScheduler(redistribution="momentum"), ValueError,
+             ("redistribution", "data="), "RigLScheduler(redistribution='momentum') "
+             "without data"),
+    BadInput("rigl/accumulation_without_data",
+             lambda: kr.RigLScheduler(grad_accumulation_steps=4), ValueError,
+             ("grad_accumulation_steps", "data="), "RigLScheduler(grad_accumulation_steps=4) "
+             "without data"),
     BadInput("rigl_data/bare_numpy_array", lambda: kr.RigLScheduler(_X), ValueError,
              ("RigLScheduler data", "numpy", "from_tensor_slices"),
              "RigLScheduler(x_train): a bare numpy array"),
@@ -141,7 +147,7 @@ ROWS = [
              ("RigLScheduler data", "numpy", "from_tensor_slices"),
              "RigLScheduler((x_train, y_train)): numpy arrays, not batches"),
     BadInput("rigl_data/integer", lambda: kr.RigLScheduler(42), ValueError,
-             ("RigLScheduler data", "Dataset"), "RigLScheduler(42)"),
+             ("first positional argument", "update_freq=42"), "RigLScheduler(42)"),
     BadInput("rigl_data/empty_iterator", lambda: kr.RigLScheduler(iter([])), ValueError,
              ("RigLScheduler data", "empty"), "RigLScheduler(iter([])): nothing to read"),
     BadInput("rigl_data/empty_dataset", _fit_rigl(_data().take(0)), ValueError,

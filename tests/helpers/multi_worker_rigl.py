@@ -1,6 +1,9 @@
 """One worker of a 2-worker MultiWorkerMirroredStrategy RigL run (see test).
 
-Usage: python multi_worker_rigl.py OUTPUT.npz   (TF_CONFIG set by the caller)
+Usage: python multi_worker_rigl.py OUTPUT.npz [data|step]   (TF_CONFIG set by the caller)
+
+"data": grow scores from a separate pass over `data`; "step": the update inside
+the train step (RigLScheduler without data).
 """
 
 import sys
@@ -12,7 +15,7 @@ import keras_rigl as kr
 from keras_rigl._keras import keras
 
 
-def main(output):
+def main(output, mode="data"):
   strategy = tf.distribute.MultiWorkerMirroredStrategy()
   r = np.random.default_rng(1)
   x = r.normal(size=(256, 12)).astype("float32")
@@ -29,7 +32,7 @@ def main(output):
     sparse.compile(keras.optimizers.SGD(0.1, momentum=0.9),
                    keras.losses.SparseCategoricalCrossentropy(from_logits=True))
   initial = [np.asarray(m).copy() for l in sparse.layers for _, m in l.masked_weights]
-  rigl = kr.RigLScheduler(data, update_freq=2, end_step=12)
+  rigl = kr.RigLScheduler(data if mode == "data" else None, update_freq=2, end_step=12)
   sparse.fit(data, epochs=3, verbose=0, callbacks=[rigl])
   arrays = {}
   for i, layer in enumerate(sparse.layers):
@@ -42,4 +45,4 @@ def main(output):
 
 
 if __name__ == "__main__":
-  main(sys.argv[1])
+  main(*sys.argv[1:])

@@ -13,11 +13,12 @@ import numbers
 
 import numpy as np
 
-from keras_rigl.schedulers import _DropGrowScheduler, _check_fraction
+from keras_rigl.methods.drop_grow import DropGrowScheduler
+from keras_rigl.methods.validation import check_fraction
 from keras_rigl.schedules import parse_drop_fraction_schedule
 
 
-class SNFSScheduler(_DropGrowScheduler):
+class SNFSScheduler(DropGrowScheduler):
   """SNFS: prune by magnitude, regrow by momentum, redistribute by momentum.
 
   Every training step, each SparseWrapper weight's momentum buffer becomes
@@ -102,13 +103,13 @@ class SNFSScheduler(_DropGrowScheduler):
       raise ValueError(f"{owner}takes no data: its first argument is update_freq (the "
                        "momentum comes from the training steps themselves). Pass e.g. "
                        "SNFSScheduler(update_freq=100).")
-    prune_rate = _check_fraction("prune_rate", prune_rate, owner=owner)
+    prune_rate = check_fraction("prune_rate", prune_rate, owner=owner)
     try:
       parse_drop_fraction_schedule(prune_rate_schedule)
     except ValueError as error:
       raise ValueError(f"{owner}prune_rate_schedule: " + str(error).replace(
           "drop_fraction_schedule", "prune_rate_schedule")) from None
-    momentum = _check_fraction("momentum", momentum, high_open=True, owner=owner)
+    momentum = check_fraction("momentum", momentum, high_open=True, owner=owner)
     if not isinstance(redistribution, (bool, np.bool_)):
       raise ValueError(f"{owner}redistribution must be True (SNFS: layer counts follow "
                        f"their mean momentum) or False (fixed counts), got "
