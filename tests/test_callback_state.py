@@ -4,6 +4,7 @@ import json
 import os
 
 import numpy as np
+import tensorflow as tf
 
 import keras_rigl as kr
 from keras_rigl._keras import keras
@@ -80,3 +81,35 @@ def test_report_training_flops_follow_the_flops_history(tmp_path):
   want = sum(100 * 10 * (2 * r * f_dense + f_dense) for r in (0.1, 0.2, 0.3))
   assert np.isclose(moved["flops"]["training"], want, rtol=1e-9)
   assert not np.isclose(final["flops"]["training"], want, rtol=1e-3)
+
+
+def test_end_step_none_is_resolved_once_and_survives_resume():
+  x = np.random.default_rng(0).normal(size=(64, 12)).astype("float32")
+  y = (x[:, 0] > 0).astype("int32")
+  data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+
+  def fit(scheduler, epochs, **kwargs):
+    keras.utils.set_random_seed(0)
+    model = kr.sparsify(keras.Sequential([keras.Input((12,)), keras.layers.Dense(8),
+                                          keras.layers.Dense(2)]), 0.8)
+    model.compile(keras.optimizers.SGD(0.1),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(data, epochs=epochs, verbose=0, callbacks=[scheduler], **kwargs)
+    return model
+
+  scheduler = kr.SETScheduler(update_freq=2)
+  model = fit(scheduler, epochs=4)  # 4 epochs of 4 steps: end at 75% = step 12.
+  assert scheduler._end_step == 12  # pylint: disable=protected-access
+  # Later fits (per-epoch loops) keep the end of the first fit's schedule.
+  model.fit(data, epochs=1, verbose=0, callbacks=[scheduler])
+  assert scheduler._end_step == 12  # pylint: disable=protected-access
+  meta, arrays = scheduler.resume_state()
+  assert meta["resolved_end_step"] == 12 and meta["updates"] == scheduler.updates
+  # A resumed run (new process, new scheduler) whose first fit is shorter
+  # takes the saved end step back.
+  again = kr.SETScheduler(update_freq=2)
+  fit(again, epochs=1)
+  assert again._end_step == 3  # pylint: disable=protected-access
+  again.restore_resume_state(meta, arrays)
+  assert again._end_step == 12 and again.updates == scheduler.updates  # pylint: disable=protected-access
+  del model

@@ -12,6 +12,7 @@ Example:
 """
 
 import importlib.util
+import io
 import json
 import os
 
@@ -174,6 +175,8 @@ def make_callbacks(model_dir, plan, schedule, scheduler, validate_every_epoch,
     callbacks.append(ResumeCheck(start_step))
   if scheduler is not None:
     callbacks.append(scheduler)
+    if model_dir and hasattr(scheduler, "resume_state"):
+      callbacks.append(SchedulerBackup(scheduler, backup or backup_dir(model_dir)))
   if plan.train_steps % plan.steps_per_epoch:
     # Only a partial last epoch needs a batch-end hook (which makes Keras 3
     # run every batch-end hook synchronously).
@@ -257,6 +260,56 @@ def resume_epoch(backup_dir):
   saved = tf.train.load_checkpoint(checkpoint).get_tensor(
       "ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE")
   return max(0, int(saved) + 1)  # The index of the last completed epoch.
+
+
+class SchedulerBackup(keras.callbacks.Callback):
+  """Saves a mask scheduler's own state beside the backup; restores it on resume.
+
+  BackupAndRestore saves the model's variables at every epoch end; what the
+  scheduler holds besides them (SNFS's and momentum redistribution's
+  momentum buffers, layer-count and FLOPs histories, the end step resolved at
+  the first fit) goes to ``scheduler_state.npz`` in the backup directory at
+  the same time, with the step it belongs to. A resumed run puts it back in
+  on_train_begin (after the scheduler's own, which makes the buffers) when
+  the restored step is that step, so that it continues exactly as an
+  uninterrupted run; otherwise it warns and starts the state afresh.
+  """
+
+  FILE = "scheduler_state.npz"
+
+  def __init__(self, scheduler, directory):
+    super().__init__()
+    self.scheduler = scheduler
+    self.path = os.path.join(directory, self.FILE)
+
+  def _step(self):
+    return int(self.model.optimizer.iterations.numpy())
+
+  def on_train_begin(self, logs=None):
+    step = self._step()
+    if step == 0 or not tf.io.gfile.exists(self.path):
+      return
+    with tf.io.gfile.GFile(self.path, "rb") as f:
+      saved = dict(np.load(io.BytesIO(f.read()), allow_pickle=False))
+    saved_step = int(saved.pop("__step__"))
+    meta = json.loads(str(saved.pop("__meta__")))
+    if saved_step != step:
+      logging.warning("The scheduler state in %s is from step %d, the backup from step "
+                      "%d: the resumed run starts the scheduler's own state afresh.",
+                      self.path, saved_step, step)
+      return
+    self.scheduler.restore_resume_state(meta, saved)
+
+  def on_epoch_end(self, epoch, logs=None):
+    meta, arrays = self.scheduler.resume_state()
+    buffer = io.BytesIO()
+    meta = json.dumps(meta, default=lambda v: v.item() if hasattr(v, "item") else str(v))
+    np.savez(buffer, __step__=np.int64(self._step()), __meta__=meta, **arrays)
+    tf.io.gfile.makedirs(os.path.dirname(self.path))
+    partial = self.path + ".partial"
+    with tf.io.gfile.GFile(partial, "wb") as f:
+      f.write(buffer.getvalue())
+    tf.io.gfile.rename(partial, self.path, overwrite=True)
 
 
 class ResumeCheck(keras.callbacks.Callback):

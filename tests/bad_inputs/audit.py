@@ -43,6 +43,20 @@ def _lm(**overrides):
   return train_lm.LMConfig(**overrides).check()
 
 
+def _fit_rigl_mirrored(one_hot):
+  """RigLScheduler(data) under a one-device MirroredStrategy (the check used to be skipped)."""
+  from tests.bad_inputs import schedulers as table  # pylint: disable=g-import-not-at-top
+  strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+  with strategy.scope():
+    model = table._model()  # pylint: disable=protected-access
+    model.compile(keras.optimizers.SGD(0.1),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  y = np.eye(2, dtype="float32")[table._Y] if one_hot else table._Y  # pylint: disable=protected-access
+  data = table._data(y=y)  # pylint: disable=protected-access
+  model.fit(table._data(), epochs=1, verbose=0,  # pylint: disable=protected-access
+            callbacks=[kr.RigLScheduler(data, end_step=10)])
+
+
 def _row(name, call, error, says, what):
   return BadInput(name, call, error, says, what)
 
@@ -170,6 +184,10 @@ ROWS = [
          "A sparse method at sparsity 0 (no layer would be sparse)."),
     _row("recipes/config_learning_rate_inf", lambda: _config(learning_rate=float("inf")),
          ValueError, ("learning_rate", "finite"), "An infinite learning rate."),
+    _row("rigl_data/one_hot_with_sparse_loss_mirrored", lambda: _fit_rigl_mirrored(True),
+         ValueError, ("RigLScheduler data", "label format", "integer labels"),
+         "one-hot RigL data with a sparse loss under MirroredStrategy (raw TF error at "
+         "the first update before)."),
     # examples/train.py flags.
     _flag_row("prune_rate_without_snfs", ["--method=rigl", "--prune_rate=0.3"],
               ("--prune_rate", "--method=snfs", "drop --prune_rate"),
