@@ -266,6 +266,23 @@ def setup_from_flags(flag_values=FLAGS):
   return config, options
 
 
+# Flags that only one kind of method reads: given with another, they would be
+# silently ignored.
+_METHOD_FLAGS = {"prune_rate": ("snfs",), "snfs_momentum": ("snfs",),
+                 "drop_fraction": ("rigl", "set"),
+                 "pruning_begin_step": ("pruning",), "pruning_end_step": ("pruning",),
+                 "pruning_freq": ("pruning",)}
+
+
+def check_method_flags(config, flag_values=FLAGS):
+  """SetupError for a method-specific flag given with a method that ignores it."""
+  for name, methods in _METHOD_FLAGS.items():
+    if flag_values[name].present and config.method not in methods:
+      wanted = " or ".join(f"--method={m}" for m in methods)
+      raise SetupError(f"--{name} only applies to {wanted}, not --method={config.method}; "
+                       f"drop --{name} or use {wanted}.")
+
+
 def _quiet(verbose):
   """Python-side TF/absl chatter follows --tf_verbose too."""
   if not verbose:
@@ -281,6 +298,7 @@ def main(argv):
   # their message, which says what to do, not with a traceback.
   try:
     config, options = setup_from_flags(FLAGS)
+    check_method_flags(config, FLAGS)
     validate(config, options)
     extra = []
     if os.environ.get(_KILL_AT_STEP_ENV):

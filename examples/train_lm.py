@@ -58,6 +58,7 @@ L = keras.layers
 MODELS = ("gru", "transformer")
 METHODS = ("dense", "small_dense", "static", "set", "rigl", "pruning")
 DISTRIBUTIONS = ("uniform", "erk")
+SCHEDULES = ("constant", "cosine", "exponential")
 
 
 @dataclasses.dataclass
@@ -117,12 +118,30 @@ class LMConfig:
                  "ff_dim", "sequence_length", "batch_size", "train_steps",
                  "steps_per_epoch", "update_freq"):
       positive(name)
-    if not self.readout or any(int(u) < 1 for u in self.readout):
+    for name in ("learning_rate", "drop_fraction", "held_out_fraction"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        raise ValueError(f"--{name} must be a number, got {value!r}.")
+    for name in ("end_step", "pruning_begin_step", "pruning_end_step", "eval_windows",
+                 "seed"):
+      value = getattr(self, name)
+      optional = name not in ("eval_windows", "seed")
+      if (value is not None or not optional) and (isinstance(value, bool) or
+                                                  not isinstance(value, (int, np.integer))):
+        raise ValueError(f"--{name} must be an integer, got {value!r}.")
+    if self.seed < 0:
+      raise ValueError(f"--seed must be an integer >= 0, got {self.seed!r}.")
+    if self.drop_fraction_schedule not in SCHEDULES:
+      raise ValueError(f"--drop_fraction_schedule must be one of {SCHEDULES}, got "
+                       f"{self.drop_fraction_schedule!r}.")
+    if self.verbose not in (0, 1, 2):
+      raise ValueError(f"--verbose must be 0, 1 or 2, got {self.verbose!r}.")
+    if not self.readout or any(not str(u).isdigit() or int(u) < 1 for u in self.readout):
       raise ValueError(f"--readout must be positive layer sizes, got {self.readout!r}.")
     if self.d_model % self.num_heads:
       raise ValueError(f"--d_model ({self.d_model}) must be a multiple of --num_heads "
                        f"({self.num_heads}).")
-    if not self.learning_rate > 0:
+    if not 0 < self.learning_rate < float("inf"):
       raise ValueError(f"--learning_rate must be positive, got {self.learning_rate!r}.")
     if not 0 <= self.drop_fraction <= 1:
       raise ValueError(f"--drop_fraction must be in [0, 1], got {self.drop_fraction!r}.")
@@ -482,7 +501,7 @@ def define_flags():
                        "Steps between mask updates (RigL/SET) and pruning steps.")
   flags.DEFINE_float("drop_fraction", defaults.drop_fraction, "Initial drop fraction.")
   flags.DEFINE_enum("drop_fraction_schedule", defaults.drop_fraction_schedule,
-                    ["constant", "cosine", "exponential"], "Decay of the drop fraction.")
+                    list(SCHEDULES), "Decay of the drop fraction.")
   flags.DEFINE_integer("end_step", None, "Last mask update step (default: the end).")
   flags.DEFINE_integer("pruning_begin_step", None, "Pruning start (default: 25% of the run).")
   flags.DEFINE_integer("pruning_end_step", None, "Pruning end (default: 75% of the run).")

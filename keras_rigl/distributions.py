@@ -36,6 +36,19 @@ def check_seed(seed, what="seed"):
   return int(seed)
 
 
+def _check_shape(name, shape):
+  """`shape` as a tuple of ints, or ValueError naming the weight."""
+  try:
+    dims = tuple(shape)
+  except TypeError:
+    dims = None
+  if dims is None or isinstance(shape, (str, bytes)) or not all(
+      isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in dims):
+    raise ValueError(f"The shape of weight {name!r} must be a tuple of integers, got "
+                     f"{shape!r}; e.g. {{'fc1': (784, 300)}}.")
+  return tuple(int(d) for d in dims)
+
+
 def num_zeros(size, sparsity):
   """Zeros a layer of `size` weights holds at `sparsity`: floor(s * N)."""
   return int(math.floor(sparsity * size))
@@ -81,9 +94,11 @@ def layer_sparsities(shapes, sparsity, distribution="erk", erk_power_scale=1.0,
   sparsity = check_sparsity(sparsity)
   if distribution not in DISTRIBUTIONS:
     raise ValueError(f"Unknown distribution {distribution!r}; use one of {DISTRIBUTIONS}.")
-  if erk_power_scale is None or not erk_power_scale >= 0:
-    raise ValueError(f"erk_power_scale must be >= 0, got {erk_power_scale!r}.")
-  shapes = {name: tuple(int(d) for d in shape) for name, shape in shapes.items()}
+  if isinstance(erk_power_scale, (bool, str, bytes)) or not isinstance(
+      erk_power_scale, (int, float, np.integer, np.floating)) or not erk_power_scale >= 0:
+    raise ValueError(f"erk_power_scale must be >= 0 (a number), got {erk_power_scale!r}; "
+                     "e.g. erk_power_scale=1.0 (the paper's ERK).")
+  shapes = {name: _check_shape(name, shape) for name, shape in shapes.items()}
   for name, shape in shapes.items():
     if not shape or min(shape) <= 0:
       raise ValueError(f"Weight {name!r} has an empty shape {shape}; nothing to sparsify.")

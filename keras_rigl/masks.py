@@ -221,6 +221,8 @@ def update_mask(mask, weights, grow_scores, drop_fraction, drop_scores=None,
   >>> new_mask.numpy().tolist()
   [0.0, 1.0, 1.0, 0.0]
   """
+  mask, weights, grow_scores, drop_scores = _check_update_inputs(
+      mask, weights, grow_scores, drop_fraction, drop_scores)
   if check_min_fan_in(min_fan_in):
     if grow_count is not None:
       raise ValueError(
@@ -256,6 +258,41 @@ def update_mask(mask, weights, grow_scores, drop_fraction, drop_scores=None,
   grown = tf.logical_and(new_active, tf.logical_not(active))
   new_mask = tf.reshape(tf.cast(new_active, mask.dtype), shape)
   return new_mask, tf.reshape(grown, shape)
+
+
+def _check_update_inputs(mask, weights, grow_scores, drop_fraction, drop_scores):
+  """Tensors of one shape and a fraction in [0, 1], or an error naming the argument."""
+  tensors = []
+  for name, value in (("mask", mask), ("weights", weights), ("grow_scores", grow_scores),
+                      ("drop_scores", drop_scores)):
+    if value is None and name == "drop_scores":
+      tensors.append(None)
+      continue
+    if value is None or isinstance(value, (str, bytes)):
+      raise TypeError(f"update_mask: {name} must be a tensor (or array) of the mask's "
+                      f"shape, got {value!r}.")
+    try:
+      tensor = tf.convert_to_tensor(value)
+    except (TypeError, ValueError) as error:
+      raise TypeError(f"update_mask: {name} must be a tensor (or array) of the mask's "
+                      f"shape, got {type(value).__name__} ({error}).") from None
+    if not (tensor.dtype.is_floating or tensor.dtype.is_integer or tensor.dtype.is_bool):
+      raise TypeError(f"update_mask: {name} must hold numbers, got dtype {tensor.dtype.name}.")
+    tensors.append(tensor)
+  shape = tensors[0].shape
+  for name, tensor in zip(("weights", "grow_scores", "drop_scores"), tensors[1:]):
+    if tensor is not None and not tensor.shape.is_compatible_with(shape):
+      raise ValueError(f"update_mask: {name} has shape {tensor.shape.as_list()} but the "
+                       f"mask has shape {shape.as_list()}; pass one value per mask "
+                       "position (same shape).")
+  if isinstance(drop_fraction, (str, bytes)) or drop_fraction is None:
+    raise TypeError(f"update_mask: drop_fraction must be a number in [0, 1], got "
+                    f"{drop_fraction!r}; e.g. 0.3.")
+  if isinstance(drop_fraction, numbers.Real) and not (
+      0.0 <= float(drop_fraction) <= 1.0):
+    raise ValueError(f"update_mask: drop_fraction must be in [0, 1] (the fraction of "
+                     f"active connections that move), got {drop_fraction!r}; e.g. 0.3.")
+  return tensors
 
 
 def check_min_fan_in(min_fan_in, owner=""):

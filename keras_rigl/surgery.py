@@ -136,11 +136,25 @@ def sparsify(model, sparsity, distribution="erk", erk_power_scale=1.0,
   elif callable(exclude):
     excluded = exclude
   else:
-    exclude = {exclude} if isinstance(exclude, str) else set(exclude)
+    if isinstance(exclude, str):
+      exclude = {exclude}
+    elif isinstance(exclude, (list, tuple, set, frozenset)) and all(
+        isinstance(name, str) for name in exclude):
+      exclude = set(exclude)
+    else:
+      raise TypeError(
+          f"exclude must be layer names (a list of strings) or a predicate "
+          f"f(layer) -> bool, got {exclude!r}; e.g. exclude=['logits'] or "
+          "exclude=lambda layer: layer.name.startswith('conv1').")
     unknown = sorted(exclude - set(names))
     if unknown:
       raise ValueError(f"exclude names {unknown}, which are not layers of the model.")
     excluded = lambda layer: layer.name in exclude
+  if custom_sparsity is not None and not isinstance(custom_sparsity, dict):
+    raise TypeError(
+        f"custom_sparsity must be a dict {{layer name: sparsity}}, got "
+        f"{type(custom_sparsity).__name__} {custom_sparsity!r}; e.g. "
+        "custom_sparsity={'fc1': 0.8}.")
   targets = [layer for layer in layers if is_sparsifiable(layer) and not excluded(layer)]
   keys = {layer.name: _weight_keys(layer) for layer in targets}
   shapes = {}
@@ -359,6 +373,10 @@ def sparsity_report(model):
   >>> report.sparsity, report.dead_units
   (0.5, 0)
   """
+  if not isinstance(model, (keras.Model, keras.layers.Layer)):
+    raise TypeError(f"sparsity_report expects a keras Model (or layer), got "
+                    f"{type(model).__name__}; pass the model, e.g. "
+                    "keras_rigl.sparsity_report(model).")
   rows = []
   inside = set()  # Sublayers of RNN/attention layers, reported by their owner.
   for layer in walk_layers(model):

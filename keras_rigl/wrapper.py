@@ -284,6 +284,9 @@ class SparseWrapper(_L.Wrapper):
   """
 
   def __init__(self, layer, sparsity=0.9, seed=0, mask_init="random", **kwargs):
+    if not isinstance(layer, _L.Layer):
+      raise TypeError(f"SparseWrapper wraps a Keras layer instance, got {layer!r}; pass "
+                      "e.g. SparseWrapper(keras.layers.Dense(64), sparsity=0.9).")
     if isinstance(layer, SparseWrapper):
       raise ValueError(
           f"layer {layer.name!r} is already a SparseWrapper; wrap the inner layer "

@@ -10,6 +10,8 @@ slots (the backup written at the end of each run) must be bit-for-bit equal.
 
 import json
 import os
+
+import pytest
 import signal
 import subprocess
 import sys
@@ -22,14 +24,14 @@ FLAGS = ["--train_steps=300", "--steps_per_epoch=100", "--update_freq=20",
          "--eval_steps=2", "--verbose=0"]
 
 
-def _train(model_dir, kill_at=None):
+def _train(model_dir, kill_at=None, extra=()):
   env = dict(os.environ, PYTHONPATH=ROOT)
   env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # train.py's own quiet start.
   env.pop("KERAS_RIGL_TEST_KILL_AT_STEP", None)
   if kill_at is not None:
     env["KERAS_RIGL_TEST_KILL_AT_STEP"] = str(kill_at)
   return subprocess.run(
-      [sys.executable, os.path.join(ROOT, "examples", "train.py"), *FLAGS,
+      [sys.executable, os.path.join(ROOT, "examples", "train.py"), *FLAGS, *extra,
        f"--model_dir={model_dir}"], env=env, capture_output=True, text=True,
       timeout=600, check=False)
 
@@ -51,18 +53,24 @@ def _backup_arrays(model_dir):
           for name, _ in tf.train.list_variables(checkpoint)}
 
 
-def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path):
+# RigL (the in-step update), and the schedulers with state beyond the model's
+# variables: SNFS and momentum redistribution (momentum buffers, layer-count
+# histories: recipes.callbacks.SchedulerBackup), min_fan_in.
+@pytest.mark.parametrize("extra", [(), ("--method=snfs",), ("--redistribution=momentum",),
+                                   ("--min_fan_in=1",)],
+                         ids=["rigl", "snfs", "redistribution", "min_fan_in"])
+def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path, extra):
   whole, resumed = str(tmp_path / "whole"), str(tmp_path / "resumed")
-  first = _train(whole)
+  first = _train(whole, extra=extra)
   assert first.returncode == 0, first.stderr[-3000:]
   # Quiet start: our report, none of TensorFlow's C++ start-up lines.
   assert "oneDNN" not in first.stderr and "cuda" not in first.stderr.lower()
   assert "keras-rigl report" in first.stdout
 
-  killed = _train(resumed, kill_at=150)
+  killed = _train(resumed, kill_at=150, extra=extra)
   assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
   assert not os.path.exists(os.path.join(resumed, "report.json"))
-  again = _train(resumed)
+  again = _train(resumed, extra=extra)
   assert again.returncode == 0, again.stderr[-3000:]
 
   with open(os.path.join(whole, "report.json")) as f:
@@ -73,6 +81,7 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path):
   assert report_resumed["steps"] == report_whole["steps"] == 300
   assert report_resumed["mask_updates"] == report_whole["mask_updates"]
   assert report_resumed["test"] == report_whole["test"]
+  assert report_resumed["flops"] == report_whole["flops"]
 
   a, b = _backup_arrays(whole), _backup_arrays(resumed)
   assert sorted(a) == sorted(b)

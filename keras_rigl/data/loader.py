@@ -15,6 +15,7 @@ MirroredStrategy scope also distributes by itself.
 """
 
 import functools
+import numbers
 from typing import Optional
 
 import tensorflow as tf
@@ -162,8 +163,10 @@ def load(name: str,
   drop_remainder = training if drop_remainder is None else bool(drop_remainder)
   shuffle_buffer = shuffle_buffer or info.shuffle_buffer
   seed = common.resolve_seed(seed)
-  if batch_size < 1:
-    raise ValueError(f"batch_size must be positive, got {batch_size}.")
+  if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or \
+      batch_size < 1:
+    raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}; e.g. "
+                     "batch_size=128.")
   if int(start_step) < 0:
     raise ValueError(f"start_step must be >= 0, got {start_step}.")
   prep_train, prep_eval = _preprocessing(module, image_size)
@@ -218,4 +221,10 @@ def distribute(strategy: tf.distribute.Strategy, dataset_fn):
   >>> [int(x.shape[0]) for x in dist]
   [2, 2]
   """
+  if not isinstance(strategy, tf.distribute.Strategy):
+    raise TypeError(f"distribute needs a tf.distribute.Strategy, got {strategy!r}; e.g. "
+                    "distribute(tf.distribute.get_strategy(), dataset_fn).")
+  if not callable(dataset_fn):
+    raise TypeError(f"distribute needs dataset_fn(input_context) -> tf.data.Dataset, got "
+                    f"{dataset_fn!r}.")
   return strategy.distribute_datasets_from_function(dataset_fn)

@@ -44,17 +44,6 @@ class _UpdateTiming:
   ``self._steps_per_execution``, and calls ``self._run_update(step)``.
   """
 
-  def _resolve_end_step(self):
-    if self.end_step is not None:
-      return self.end_step
-    steps, epochs = self.params.get("steps"), self.params.get("epochs")
-    if not steps or not epochs:
-      raise ValueError(
-          f"{type(self).__name__}(end_step=None) takes 75% of the run's steps, but "
-          "Keras does not know how many steps this fit runs (no steps_per_epoch "
-          "and a dataset of unknown length). Pass end_step=... explicitly.")
-    return int(DEFAULT_END_FRACTION * steps * epochs)
-
   def _should_update(self, step):
     return is_update_step(step, self.update_freq, self.begin_step, self._end_step)
 
@@ -149,6 +138,9 @@ class MaskScheduler(_UpdateTiming, keras.callbacks.Callback):
     self._slots_pending = False  # Slots appear only with the first step.
     self._trace_count = 0       # Python-side traces of the update (tests).
     self._end_step = self.end_step
+    # end_step=None: 75% of the first fit's steps, kept for the whole training
+    # run (later fits, a resumed run: see resume_state).
+    self._resolved_end_step = None
     self._done_step = None
     self._quiet_batches = 0
     self._steps_per_execution = 1
@@ -186,6 +178,20 @@ class MaskScheduler(_UpdateTiming, keras.callbacks.Callback):
         targets.append(Target.of_wrapper(wrapper, index, self.seed))
     return targets
 
+  def _resolve_end_step(self):
+    if self.end_step is not None:
+      return self.end_step
+    if self._resolved_end_step is not None:
+      return self._resolved_end_step
+    steps, epochs = self.params.get("steps"), self.params.get("epochs")
+    if not steps or not epochs:
+      raise ValueError(
+          f"{type(self).__name__}(end_step=None) takes 75% of the run's steps, but "
+          "Keras does not know how many steps this fit runs (no steps_per_epoch "
+          "and a dataset of unknown length). Pass end_step=... explicitly.")
+    self._resolved_end_step = int(DEFAULT_END_FRACTION * steps * epochs)
+    return self._resolved_end_step
+
   def on_train_begin(self, logs=None):
     if self.in_step:
       _in_step.attach(self)
@@ -215,6 +221,34 @@ class MaskScheduler(_UpdateTiming, keras.callbacks.Callback):
     self._start_fit(step)
     if getattr(self.model, "built", True):
       self._prepare(step)
+
+  # --- resume ---------------------------------------------------------------
+
+  def resume_state(self):
+    """What this callback holds beyond the model's variables: ``(meta, arrays)``.
+
+    `meta` is JSON-friendly (the end step resolved at the first fit, update
+    counters, histories), `arrays` maps names to numpy arrays (e.g. SNFS's
+    momentum buffers). Saved next to a backup at an epoch end and given back
+    to `restore_resume_state` when the run resumes from that backup, it makes
+    the resumed run continue exactly as the uninterrupted one
+    (`keras_rigl.recipes` does this for examples/train.py).
+    """
+    meta = {"resolved_end_step": self._resolved_end_step, "updates": self.updates,
+            "last_update_step": self.last_update_step,
+            "last_mask_change": float(self.last_mask_change),
+            "skipped_layers": [list(entry) for entry in self.skipped_layers]}
+    return meta, {}
+
+  def restore_resume_state(self, meta, arrays):  # pylint: disable=unused-argument
+    """Puts back what `resume_state` returned (call after on_train_begin)."""
+    if self.end_step is None and meta.get("resolved_end_step") is not None:
+      self._resolved_end_step = int(meta["resolved_end_step"])
+      self._end_step = self._resolved_end_step
+    self.updates = int(meta.get("updates", self.updates))
+    self.last_update_step = meta.get("last_update_step")
+    self.last_mask_change = float(meta.get("last_mask_change", 0.0))
+    self.skipped_layers = [tuple(entry) for entry in meta.get("skipped_layers", [])]
 
   def _check_schedule(self):
     """Raises before training if the schedule gives a bad value (hook)."""

@@ -268,6 +268,28 @@ class DropGrowScheduler(MaskScheduler):
       ratio = None  # A model count_flops cannot read (e.g. subclassed).
     self.flops_history.append((step, ratio))
 
+  def resume_state(self):
+    meta, arrays = super().resume_state()
+    meta["count_history"] = [[step, counts] for step, counts in self.count_history]
+    meta["flops_history"] = [[step, ratio] for step, ratio in self.flops_history]
+    for t in self._targets or ():
+      if t.tap is not None:
+        buffer, last_step = t.tap.state()
+        arrays[f"tap/{t.name}/buffer"] = buffer
+        arrays[f"tap/{t.name}/last_step"] = last_step
+    return meta, arrays
+
+  def restore_resume_state(self, meta, arrays):
+    super().restore_resume_state(meta, arrays)
+    self.count_history = [(int(step), dict(counts))
+                          for step, counts in meta.get("count_history", [])]
+    self.flops_history = [(int(step), ratio) for step, ratio in meta.get("flops_history", [])]
+    with self.model.distribute_strategy.scope():
+      for t in self._targets or ():
+        key = f"tap/{t.name}/buffer"
+        if t.tap is not None and key in arrays:
+          t.tap.restore(arrays[key], arrays[f"tap/{t.name}/last_step"])
+
   def _compressed_update(self, step, argument):
     # RigL's _grow_scores (same trace, called just before) leaves the
     # compressed layers' inputs and output gradients in _compressed_data.

@@ -6,6 +6,7 @@ with ``redistribution="momentum"``) enable one tap per masked weight through
 through `GradientTap.product`.
 """
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -27,8 +28,8 @@ class GradientTap:
   `buffer` is a per-replica variable (ON_READ, SUM): each replica adds its own
   gradient, and reading it in cross-replica context gives the sum over
   replicas, the EMA of the summed gradient. It is not a weight of the layer
-  (not saved with the model, not trainable); a run resumed from a checkpoint
-  starts it from zero.
+  (not saved with the model, not trainable); `state` and `restore` carry it
+  over to a resumed run (the scheduler's `resume_state`).
 
   Example:
   >>> w = tf.Variable([[1.0, 2.0]])
@@ -50,6 +51,27 @@ class GradientTap:
     self.last_step = tf.Variable(tf.constant(-1, tf.int64), name=f"{name}_step",
                                  aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
                                  **on_read)
+
+  def state(self):
+    """(buffer summed over replicas, last step) as numpy values."""
+    return (np.asarray(tf.convert_to_tensor(self.buffer)),
+            np.asarray(tf.convert_to_tensor(self.last_step)))
+
+  def restore(self, buffer, last_step):
+    """Puts back `state()`'s values (in the strategy scope the tap was made in)."""
+    strategy = tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
+    share = tf.constant(np.asarray(buffer, np.float32) / replicas)
+    step = tf.constant(np.asarray(last_step, np.int64))
+
+    def assign():
+      self.buffer.assign(share)
+      self.last_step.assign(step)
+
+    if isinstance(self.buffer, tf.distribute.DistributedValues):
+      strategy.run(assign)  # Each replica its share of the sum.
+    else:
+      assign()
 
   def _record(self, gradient):
     gradient = tf.cast(gradient, tf.float32)

@@ -154,7 +154,9 @@ def check_data(dataset, model):
   if not (isinstance(strategy, tf.distribute.OneDeviceStrategy) or
           type(strategy).__name__ == "_DefaultDistributionStrategy"):
     # Distributed variables (metrics) cannot be updated eagerly in
-    # cross-replica context: the traced update checks the rest.
+    # cross-replica context: the model and the bare compiled loss function
+    # (no metrics) check the values here, the traced update the rest.
+    _check_with_loss_function(model, batch, strategy)
     return
   # One batch through the model and the compiled loss (inference mode: no
   # state changes) catches what only shows with values (e.g. one-hot labels
@@ -164,6 +166,28 @@ def check_data(dataset, model):
     with strategy.scope():
       y_pred = model(x, training=False)
       compute_loss(model, x, y, y_pred, sample_weight)
+  except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:
+    raise ValueError(DATA_MISMATCH.format(error=error)) from error
+
+
+def _check_with_loss_function(model, batch, strategy):
+  """One batch through the model and the compiled loss function, metrics untouched."""
+  loss = getattr(model, "loss", None)
+  if isinstance(loss, str):
+    try:
+      loss = _keras.keras.losses.get(loss)
+    except ValueError:
+      return
+  if not callable(loss):
+    return  # Several outputs / losses: left to the traced update.
+  x, y, sample_weight = _keras.unpack_batch(batch)
+  try:
+    with strategy.scope():
+      y_pred = model(x, training=False)
+      if sample_weight is None:
+        loss(y, y_pred)
+      else:
+        loss(y, y_pred, sample_weight=sample_weight)
   except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:
     raise ValueError(DATA_MISMATCH.format(error=error)) from error
 

@@ -52,7 +52,8 @@ class SNFSScheduler(DropGrowScheduler):
   prune-rate schedules of RigL (their cosine decays to 0.005).
 
   The momentum buffers are per-replica, non-trainable variables held by the
-  wrappers (not saved with the model: a resumed run starts them from zero);
+  wrappers (not saved with the model; `resume_state` / `restore_resume_state`
+  carry them over to a resumed run, as examples/train.py's backups do);
   enabling them makes the model's train function be traced again once. An
   update step that comes before any training step has fed the momentum
   (step 0, or the first step of a resumed run) is skipped: there is nothing

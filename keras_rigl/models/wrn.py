@@ -43,10 +43,10 @@ def wide_resnet(depth=22, width=2, input_shape=(32, 32, 3), num_classes=10,
   >>> model.get_layer("group2_block1_conv1").strides
   (2, 2)
   """
-  if depth < 10 or (depth - 4) % 6:
+  if isinstance(depth, bool) or not isinstance(depth, int) or depth < 10 or (depth - 4) % 6:
     raise ValueError(f"wide_resnet depth must be 6n + 4 with n >= 1 (10, 16, 22, "
                      f"28, ...), got {depth!r}.")
-  if width <= 0:
+  if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
     raise ValueError(f"wide_resnet width must be positive, got {width!r}.")
   input_shape = check_input_shape(input_shape, 3, "wide_resnet")
   num_classes = check_num_classes(num_classes)

@@ -32,6 +32,7 @@ from keras_rigl.recipes import builders
 from keras_rigl.recipes import callbacks
 from keras_rigl.recipes import configs
 from keras_rigl.recipes import inputs
+from keras_rigl.recipes import legacy_names
 from keras_rigl.recipes import losses
 from keras_rigl.recipes import plan
 from keras_rigl.recipes import regularization

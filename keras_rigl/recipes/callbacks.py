@@ -12,6 +12,7 @@ Example:
 """
 
 import importlib.util
+import io
 import json
 import os
 
@@ -81,10 +82,15 @@ class TrainingMonitor(keras.callbacks.Callback):
       return
     new = self.scheduler.update_history[self._updates_seen:]
     self._updates_seen += len(new)
+    # Layer counts moved (redistribution): the report's training FLOPs follow
+    # the inference FLOPs after each update.
+    flops = dict(getattr(self.scheduler, "flops_history", None) or [])
     for step, change in new:
       update = {"step": int(step), "mask_change": float(change)}
       if hasattr(self.scheduler, "current_drop_fraction"):
         update["drop_fraction"] = float(self.scheduler.current_drop_fraction(step))
+      if flops.get(step) is not None:
+        update["flops_ratio"] = float(flops[step])
       self.mask_updates.append(update)
       if self._writer is not None:
         with self._writer.as_default(step=int(step)):
@@ -177,6 +183,8 @@ def make_callbacks(model_dir, plan, schedule, scheduler, validate_every_epoch,
     callbacks.append(ResumeCheck(start_step))
   if scheduler is not None:
     callbacks.append(scheduler)
+    if model_dir and hasattr(scheduler, "resume_state"):
+      callbacks.append(SchedulerBackup(scheduler, backup or backup_dir(model_dir)))
   if plan.train_steps % plan.steps_per_epoch:
     # Only a partial last epoch needs a batch-end hook (which makes Keras 3
     # run every batch-end hook synchronously).
@@ -188,10 +196,13 @@ def make_callbacks(model_dir, plan, schedule, scheduler, validate_every_epoch,
   callbacks.append(monitor)
   if model_dir:
     if validate_every_epoch:
+      # A resumed run starts from the best value of the epochs it keeps: the
+      # checkpoint is then the one an uninterrupted run would have kept.
       checkpoint = keras.callbacks.ModelCheckpoint(
           os.path.join(model_dir, "checkpoints", "best.weights.h5"),
           monitor="val_accuracy", mode="max", save_best_only=True,
-          save_weights_only=True)
+          save_weights_only=True, initial_value_threshold=best_so_far(
+              monitor.history_path, "val_accuracy", "max", start_step))
     else:
       checkpoint = keras.callbacks.ModelCheckpoint(
           os.path.join(model_dir, "checkpoints", "last.weights.h5"),
@@ -201,6 +212,37 @@ def make_callbacks(model_dir, plan, schedule, scheduler, validate_every_epoch,
     callbacks.append(keras.callbacks.TensorBoard(
         os.path.join(model_dir, "logs"), write_graph=False, profile_batch=0))
   return callbacks, monitor
+
+
+def best_so_far(history_path, metric, mode, step):
+  """The best `metric` of the epochs saved in `history_path` up to `step`, or None.
+
+  `history_path` is the `TrainingMonitor`'s file; `mode` is "max" or "min".
+  A resumed run gives it to `ModelCheckpoint(save_best_only=True)` as its
+  `initial_value_threshold`, so that an epoch after the restart only
+  replaces the best checkpoint if it beats every epoch before the interruption.
+
+  Example:
+  >>> import json, os, tempfile
+  >>> path = os.path.join(tempfile.mkdtemp(), "history.json")
+  >>> with open(path, "w") as f:
+  ...   json.dump({"history": [{"step": 100, "val_accuracy": 0.8},
+  ...                          {"step": 200, "val_accuracy": 0.7},
+  ...                          {"step": 300, "val_accuracy": 0.9}]}, f)
+  >>> best_so_far(path, "val_accuracy", "max", step=200)
+  0.8
+  >>> best_so_far(path, "val_accuracy", "max", step=0) is None
+  True
+  """
+  if not history_path or not tf.io.gfile.exists(history_path):
+    return None
+  with tf.io.gfile.GFile(history_path) as f:
+    saved = json.load(f)
+  values = [float(h[metric]) for h in saved.get("history", [])
+            if h.get("step", step + 1) <= step and metric in h and np.isfinite(h[metric])]
+  if not values:
+    return None
+  return max(values) if mode == "max" else min(values)
 
 
 def resume_epoch(backup_dir):
@@ -226,6 +268,56 @@ def resume_epoch(backup_dir):
   saved = tf.train.load_checkpoint(checkpoint).get_tensor(
       "ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE")
   return max(0, int(saved) + 1)  # The index of the last completed epoch.
+
+
+class SchedulerBackup(keras.callbacks.Callback):
+  """Saves a mask scheduler's own state beside the backup; restores it on resume.
+
+  BackupAndRestore saves the model's variables at every epoch end; what the
+  scheduler holds besides them (SNFS's and momentum redistribution's
+  momentum buffers, layer-count and FLOPs histories, the end step resolved at
+  the first fit) goes to ``scheduler_state.npz`` in the backup directory at
+  the same time, with the step it belongs to. A resumed run puts it back in
+  on_train_begin (after the scheduler's own, which makes the buffers) when
+  the restored step is that step, so that it continues exactly as an
+  uninterrupted run; otherwise it warns and starts the state afresh.
+  """
+
+  FILE = "scheduler_state.npz"
+
+  def __init__(self, scheduler, directory):
+    super().__init__()
+    self.scheduler = scheduler
+    self.path = os.path.join(directory, self.FILE)
+
+  def _step(self):
+    return int(self.model.optimizer.iterations.numpy())
+
+  def on_train_begin(self, logs=None):
+    step = self._step()
+    if step == 0 or not tf.io.gfile.exists(self.path):
+      return
+    with tf.io.gfile.GFile(self.path, "rb") as f:
+      saved = dict(np.load(io.BytesIO(f.read()), allow_pickle=False))
+    saved_step = int(saved.pop("__step__"))
+    meta = json.loads(str(saved.pop("__meta__")))
+    if saved_step != step:
+      logging.warning("The scheduler state in %s is from step %d, the backup from step "
+                      "%d: the resumed run starts the scheduler's own state afresh.",
+                      self.path, saved_step, step)
+      return
+    self.scheduler.restore_resume_state(meta, saved)
+
+  def on_epoch_end(self, epoch, logs=None):
+    meta, arrays = self.scheduler.resume_state()
+    buffer = io.BytesIO()
+    meta = json.dumps(meta, default=lambda v: v.item() if hasattr(v, "item") else str(v))
+    np.savez(buffer, __step__=np.int64(self._step()), __meta__=meta, **arrays)
+    tf.io.gfile.makedirs(os.path.dirname(self.path))
+    partial = self.path + ".partial"
+    with tf.io.gfile.GFile(partial, "wb") as f:
+      f.write(buffer.getvalue())
+    tf.io.gfile.rename(partial, self.path, overwrite=True)
 
 
 class ResumeCheck(keras.callbacks.Callback):

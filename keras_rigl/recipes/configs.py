@@ -16,6 +16,8 @@ Example:
 """
 
 import dataclasses
+import math
+import numbers
 from typing import Optional, Tuple
 
 from keras_rigl.methods import registry as _registry
@@ -129,6 +131,7 @@ class Config:
     def need(condition, message):
       if not condition:
         raise ValueError(message)
+    self._check_types()
     need(self.model in MODELS, f"Unknown model {self.model!r}; use one of {MODELS}.")
     need(self.dataset in DATASETS,
          f"Unknown dataset {self.dataset!r}; use one of {DATASETS}.")
@@ -155,8 +158,8 @@ class Config:
     need(self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}.")
     need(self.eval_batch_size is None or self.eval_batch_size >= 1,
          f"eval_batch_size must be >= 1, got {self.eval_batch_size}.")
-    need(self.learning_rate > 0,
-         f"learning_rate must be > 0, got {self.learning_rate}; e.g. 0.1.")
+    need(0 < self.learning_rate < math.inf,
+         f"learning_rate must be > 0 (and finite), got {self.learning_rate}; e.g. 0.1.")
     need(self.lr_batch_size >= 1, f"lr_batch_size must be >= 1, got {self.lr_batch_size}.")
     need(self.weight_decay >= 0,
          f"weight_decay must be >= 0, got {self.weight_decay}; use 0 for none.")
@@ -202,6 +205,24 @@ class Config:
            f"--method={_registry.accepting(name)[0]}.")
     return self
 
+  def _check_types(self):
+    """Numbers where numbers belong, before any comparison (a clear TypeError)."""
+    for field in dataclasses.fields(self):
+      value = getattr(self, field.name)
+      kind = _FIELD_KINDS.get(field.type)
+      if kind is None or (value is None and "Optional" in str(field.type)):
+        continue
+      name, types = kind
+      if isinstance(value, bool) or not isinstance(value, types):
+        raise TypeError(f"Config {field.name} must be {name}, got {value!r} "
+                        f"({type(value).__name__}); e.g. --{field.name}="
+                        f"{field.default if field.default is not None else 1}.")
+    sparse = (self.method in _registry.names() and
+              _registry.get(self.method).model in ("sparse", "snip"))
+    if sparse and isinstance(self.sparsity, numbers.Real) and self.sparsity == 0:
+      raise ValueError(f"--method={self.method} needs --sparsity > 0 (at 0 no layer is "
+                       "sparse); e.g. --sparsity=0.9, or --method=dense.")
+
   def _check_snfs(self, method):
     """--method=snfs and --redistribution values and combinations."""
     redistribution = self.redistribution
@@ -212,6 +233,9 @@ class Config:
       which = " or ".join(f"--method={n}" for n in _registry.accepting("redistribution"))
       raise ValueError(f"--redistribution applies to {which}, not "
                        f"--method={self.method}; drop --redistribution or change --method.")
+    if redistribution not in (None, "none") and self.min_fan_in:
+      raise ValueError(f"--redistribution={redistribution} cannot be combined with "
+                       f"--min_fan_in={self.min_fan_in} yet; drop one of them.")
     method.check_config(self)  # The method's own rules (snfs: no 'gradient').
     if not 0.0 <= self.prune_rate <= 1.0:
       raise ValueError(f"--prune_rate must be in [0, 1], got {self.prune_rate}; e.g. 0.5 "
@@ -219,6 +243,11 @@ class Config:
     if not 0.0 <= self.snfs_momentum < 1.0:
       raise ValueError(f"--snfs_momentum must be in [0, 1), got {self.snfs_momentum}; e.g. "
                        "0.9 (SNFS's default).")
+
+
+_INT = ("an integer", numbers.Integral)
+_REAL = ("a number", numbers.Real)
+_FIELD_KINDS = {int: _INT, float: _REAL, Optional[int]: _INT, Optional[float]: _REAL}
 
 
 def _is_int(value):

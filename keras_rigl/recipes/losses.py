@@ -8,6 +8,8 @@ Example:
 0.2269
 """
 
+import numbers
+
 import tensorflow as tf
 
 from keras_rigl._keras import keras
@@ -28,6 +30,10 @@ class SparseCrossEntropy(keras.losses.Loss):
   """
 
   def __init__(self, label_smoothing=0.0, name="cross_entropy", **kwargs):
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real) \
+        or not 0.0 <= label_smoothing < 1.0:
+      raise ValueError(f"SparseCrossEntropy label_smoothing must be a number in [0, 1), "
+                       f"got {label_smoothing!r}; e.g. 0.1 (0: none).")
     super().__init__(name=name, **kwargs)
     self.label_smoothing = float(label_smoothing)
 

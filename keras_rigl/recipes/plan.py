@@ -47,6 +47,15 @@ def make_plan(config, info, steps_per_epoch=None, multiplier=1.0):
   >>> plan.train_steps, plan.warmup_steps, plan.lr_boundaries, plan.end_step
   (32000, 1564, (9384, 21895, 28151), 25000)
   """
+  from keras_rigl.recipes.configs import Config  # pylint: disable=g-import-not-at-top
+  from keras_rigl.data.common import DatasetInfo  # pylint: disable=g-import-not-at-top
+  if not isinstance(config, Config):
+    raise TypeError(f"make_plan needs a recipes Config, got {type(config).__name__}; e.g. "
+                    "make_plan(recipes.get_config('fashion_mnist_lenet300_100'), "
+                    "kr.data.dataset_info('fashion_mnist')).")
+  if not isinstance(info, DatasetInfo):
+    raise TypeError(f"make_plan needs the dataset's DatasetInfo, got "
+                    f"{type(info).__name__}; e.g. kr.data.dataset_info('fashion_mnist').")
   data_epoch = info.num_train / config.batch_size  # Steps per pass, fractional.
   if config.train_steps is not None:
     steps = config.train_steps * multiplier

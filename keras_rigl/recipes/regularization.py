@@ -13,6 +13,8 @@ Example:
 5e-05
 """
 
+import numbers
+
 from keras_rigl._keras import keras
 
 
@@ -41,6 +43,13 @@ def rebuild(model, width=1.0, weight_decay=0.0, decay_depthwise=True):
   >>> narrow.get_layer("fc1").units, narrow.get_layer("fc2").units
   (150, 50)
   """
+  if not isinstance(model, keras.Model):
+    raise TypeError(f"rebuild needs a Functional or Sequential keras Model, got "
+                    f"{type(model).__name__}; e.g. rebuild(kr.models.lenet5(), width=0.5).")
+  for name, value, low in (("width", width, "> 0"), ("weight_decay", weight_decay, ">= 0")):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+        value > 0 if low == "> 0" else value >= 0):
+      raise ValueError(f"rebuild {name} must be a number {low}, got {value!r}.")
   if width == 1.0 and not weight_decay:
     return model
   outputs = _output_layer_names(model)

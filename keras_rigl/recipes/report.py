@@ -40,7 +40,7 @@ from keras_rigl.surgery import SparsityReport, SparsityRow
 def build_report(model, reference, *, method, steps, batch_size, update_freq=100,
                  end_step=None, pruning_begin_step=0, pruning_end_step=None,
                  pruning_freq=100, test_metrics=None, history=(), mask_updates=(),
-                 **extra):
+                 initial_flops_ratio=None, **extra):
   """A JSON-friendly dict with everything the report shows.
 
   Args:
@@ -53,7 +53,13 @@ def build_report(model, reference, *, method, steps, batch_size, update_freq=100
     pruning_begin_step, pruning_end_step, pruning_freq: the pruning window.
     test_metrics: {name: value} from `model.evaluate(..., return_dict=True)`.
     history: per-epoch dicts (epoch, step, accuracy, val_accuracy, ...).
-    mask_updates: per-update dicts (step, mask_change, drop_fraction).
+    mask_updates: per-update dicts (step, mask_change, drop_fraction and,
+      when layer counts move, flops_ratio: the scheduler's `flops_history`).
+    initial_flops_ratio: inference FLOPs ratio of the model before training
+      (its masks at step 0). When `mask_updates` carry ``flops_ratio``
+      values, the training FLOPs add up each stretch between updates at the
+      FLOPs of its masks (``flops["training_from"] == "flops_history"``)
+      instead of charging the whole run at the final model's FLOPs.
     **extra: more JSON-friendly entries (setup, options, timing...).
 
   Returns:
@@ -65,10 +71,18 @@ def build_report(model, reference, *, method, steps, batch_size, update_freq=100
   # The method's FLOPs kind (the method registry) picks the formula, which
   # reads the arguments it needs: the update window or the pruning one.
   end = steps if pruning_end_step is None else pruning_end_step
-  train_flops = _flops.training_flops(
-      count, method, steps, batch_size, update_freq=update_freq, end_step=end_step,
-      pruning_begin_step=pruning_begin_step,
-      pruning_end_step=max(end, pruning_begin_step), pruning_frequency=pruning_freq)
+  kwargs = dict(update_freq=update_freq, end_step=end_step,
+                pruning_begin_step=pruning_begin_step,
+                pruning_end_step=max(end, pruning_begin_step), pruning_frequency=pruning_freq)
+  train_flops = _flops.training_flops(count, method, steps, batch_size, **kwargs)
+  training_from = "final model"
+  moved = [(int(u["step"]), float(u["flops_ratio"])) for u in mask_updates
+           if u.get("flops_ratio") is not None]
+  if moved:  # Layer counts moved (redistribution): each stretch at its FLOPs.
+    train_flops = _training_flops_from_history(
+        count, method, steps, batch_size, moved,
+        count.ratio if initial_flops_ratio is None else initial_flops_ratio, kwargs)
+    training_from = "flops_history"
   dense_train_flops = _flops.training_flops(dense_count, "dense", steps, batch_size)
   size = _flops.model_size_bytes(model)
   dense_size = _flops.model_size_bytes(reference)
@@ -97,6 +111,7 @@ def build_report(model, reference, *, method, steps, batch_size, update_freq=100
           "training": float(train_flops),
           "training_dense": float(dense_train_flops),
           "training_ratio": _ratio(train_flops, dense_train_flops),
+          "training_from": training_from,
       },
       "size": {
           "bytes": int(size),
@@ -107,6 +122,53 @@ def build_report(model, reference, *, method, steps, batch_size, update_freq=100
       "mask_updates": [_plain(u) for u in mask_updates],
   })
   return report
+
+
+def _training_flops_from_history(count, method, steps, batch_size, moved, initial_ratio,
+                                 kwargs):
+  """Training FLOPs with the inference FLOPs each stretch of the run had.
+
+  `moved` lists (step, FLOPs ratio after that step's update); before the
+  first one the model had `initial_ratio`. Each stretch [start, end) costs
+  what `training_flops` charges for steps start..end at its masks' FLOPs.
+
+  Example:
+  >>> count = _flops.FlopsCount(dense=100.0, sparse=10.0, layers=[])
+  >>> flat = _training_flops_from_history(count, "snfs", 10, 1, [(5, 0.1)], 0.1,
+  ...                                     {"update_freq": 5, "end_step": 10})
+  >>> flat == _flops.training_flops(count, "snfs", 10, 1, update_freq=5, end_step=10)
+  True
+  >>> _training_flops_from_history(count, "snfs", 10, 1, [(5, 0.3)], 0.1,
+  ...                              {"update_freq": 5, "end_step": 10}) > flat
+  True
+  """
+  points = {0: initial_ratio}
+  points.update(dict(moved))  # The last value of a step wins.
+  steps_sorted = sorted(points)
+  total = 0.0
+  for i, start in enumerate(steps_sorted):
+    end = min(steps_sorted[i + 1] if i + 1 < len(steps_sorted) else steps, steps)
+    if end <= start:
+      continue
+    stretch = _flops.FlopsCount(dense=count.dense, sparse=points[start] * count.dense,
+                                layers=[])
+    total += (_flops.training_flops(stretch, method, end, batch_size, **kwargs) -
+              _flops.training_flops(stretch, method, start, batch_size, **kwargs))
+  return total
+
+
+def flops_ratio(model):
+  """Inference FLOPs of `model` relative to dense, or None if they cannot be counted.
+
+  Example:
+  >>> import keras_rigl as kr
+  >>> round(flops_ratio(kr.sparsify(kr.models.lenet300_100(), 0.9)), 2)
+  0.1
+  """
+  try:
+    return float(_flops.count_flops(model).ratio)
+  except (TypeError, ValueError):
+    return None
 
 
 def _ratio(value, reference):

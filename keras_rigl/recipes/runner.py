@@ -126,6 +126,12 @@ def validate(config, options):
   ...
   keras_rigl.recipes.errors.SetupError: --export_tflite needs --export_dir: pass --export_dir=DIR (the .tflite file goes there).
   """
+  if not isinstance(config, configs.Config):
+    raise TypeError(f"validate needs a recipes Config, got {type(config).__name__}; e.g. "
+                    "recipes.get_config('fashion_mnist_lenet300_100').")
+  if not isinstance(options, RunOptions):
+    raise TypeError(f"validate needs RunOptions as its second argument, got "
+                    f"{type(options).__name__}; e.g. recipes.RunOptions().")
   try:
     config.check()
   except ValueError as e:
@@ -152,8 +158,8 @@ def validate(config, options):
                      "--cpu_devices or use --strategy=mirrored.")
   if o.image_size is not None and o.image_size < 8:
     raise SetupError(f"--image_size={o.image_size} is too small; use >= 8.")
-  if not o.training_steps_multiplier > 0:
-    raise SetupError(f"--training_steps_multiplier must be > 0, got "
+  if not 0 < o.training_steps_multiplier < float("inf"):
+    raise SetupError(f"--training_steps_multiplier must be a finite number > 0, got "
                      f"{o.training_steps_multiplier}; e.g. 2 for RigL 2x.")
   if not isinstance(o.seed, int) or o.seed < 0:
     raise SetupError(f"--seed must be an integer >= 0, got {o.seed!r}.")
@@ -185,6 +191,13 @@ def validate(config, options):
       raise SetupError(
           f"--steps_per_execution={o.steps_per_execution} must divide the update "
           f"frequency --{flag}={freq}; use a divisor of {freq}.")
+  moves_counts = config.method == "snfs" and config.redistribution != "none" or (
+      config.method == "rigl" and config.redistribution not in (None, "none"))
+  if moves_counts and o.strategy == "tpu":
+    raise SetupError(
+        f"--redistribution moves layer counts, which needs dynamic shapes: --method="
+        f"{config.method} with redistribution does not run under --strategy=tpu; use "
+        "--redistribution=none there (or a GPU/CPU strategy).")
   if o.export_tflite and not o.export_dir:
     raise SetupError("--export_tflite needs --export_dir: pass --export_dir=DIR "
                      "(the .tflite file goes there).")
@@ -291,6 +304,8 @@ def run(config, options, callbacks=()):
       if per_replica_jit:
         xla.jit_compile_per_replica(model)
     scheduler = make_scheduler(config, plan, datasets.rigl, options.seed)
+    # The masks before any update (also on resume: the backup is restored in fit).
+    initial_flops_ratio = report_lib.flops_ratio(model)
     run_callbacks, monitor = callbacks_lib.make_callbacks(
         model_dir, plan, schedule, scheduler, config.eval_every == 1, start_step,
         backup=backup)
@@ -307,6 +322,7 @@ def run(config, options, callbacks=()):
         end_step=plan.end_step, pruning_begin_step=plan.pruning_begin_step,
         pruning_end_step=plan.pruning_end_step, pruning_freq=plan.pruning_freq,
         test_metrics=test, history=monitor.history, mask_updates=monitor.mask_updates,
+        initial_flops_ratio=initial_flops_ratio,
         config=options.config_name, setup=dataclasses.asdict(config),
         options=dataclasses.asdict(options), plan=dataclasses.asdict(plan),
         run={"keras": FLAVOUR, "strategy": type(strategy).__name__,

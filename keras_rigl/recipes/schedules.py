@@ -8,10 +8,19 @@ Example:
 """
 
 import math
+import numbers
 
 import tensorflow as tf
 
 from keras_rigl._keras import keras
+
+
+def _check_rate(owner, name, value):
+  """A finite learning rate > 0, or ValueError naming it."""
+  if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+      0 < value < math.inf):
+    raise ValueError(f"{owner} {name} must be a finite learning rate > 0, got {value!r}; "
+                     "e.g. 0.1.")
 
 
 @keras.utils.register_keras_serializable(package="keras_rigl")
@@ -40,6 +49,13 @@ class WarmupPiecewiseDecay(keras.optimizers.schedules.LearningRateSchedule):
     if len(boundaries) != len(multipliers):
       raise ValueError(f"boundaries ({len(boundaries)}) and multipliers "
                        f"({len(multipliers)}) must have the same length.")
+    _check_rate("WarmupPiecewiseDecay", "peak", peak)
+    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, numbers.Integral) or warmup_steps < 0:
+      raise ValueError(f"WarmupPiecewiseDecay warmup_steps must be an integer >= 0 (0: no "
+                       f"warm-up), got {warmup_steps!r}.")
+    if any(b > c for b, c in zip(list(boundaries), list(boundaries)[1:])):
+      raise ValueError(f"WarmupPiecewiseDecay boundaries must not decrease, got "
+                       f"{list(boundaries)}; e.g. [30000, 60000].")
     self.peak = float(peak)
     self.warmup_steps = int(warmup_steps)
     self.boundaries = [int(b) for b in boundaries]

@@ -23,6 +23,11 @@ def small_dense_width(config, input_shape, num_classes, seed=0):
   gives the full model (dense layers included); the factor is found by
   bisection (kernel weights grow with width, roughly quadratically).
   """
+  from keras_rigl.recipes.configs import Config  # pylint: disable=g-import-not-at-top
+  if not isinstance(config, Config):
+    raise TypeError(f"small_dense_width needs a recipes Config, got "
+                    f"{type(config).__name__}; e.g. recipes.get_config("
+                    "'fashion_mnist_lenet300_100').")
   keras.utils.set_random_seed(seed)
   full = build_model(config.model, input_shape, num_classes)
   sparse = _surgery.sparsify(full, config.sparsity, seed=seed,

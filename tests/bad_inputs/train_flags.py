@@ -22,6 +22,7 @@ def _validate(*args):
   try:
     values(["train.py", *args])
     config, options = train.setup_from_flags(values)
+    train.check_method_flags(config, values)
     train.validate(config, options)
   finally:
     values.unparse_flags()
