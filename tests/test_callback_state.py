@@ -48,7 +48,10 @@ class _MovingScheduler:
   updates = 0
   last_update_step = None
   last_mask_change = 0.1
-  flops_history = []
+
+  def __init__(self):
+    self.flops_history = []
+    self.update_history = []
 
   def current_drop_fraction(self, step):
     return 0.3
@@ -67,6 +70,7 @@ def test_report_training_flops_follow_the_flops_history(tmp_path):
     scheduler.updates += 1
     scheduler.last_update_step = step
     scheduler.flops_history.append((step, ratio))
+    scheduler.update_history.append((step, scheduler.last_mask_change))
     monitor.on_train_batch_begin(0)
   assert [u["flops_ratio"] for u in monitor.mask_updates] == [0.1, 0.2, 0.3]
   common = dict(method="snfs", steps=300, batch_size=10, update_freq=100, end_step=300)

@@ -106,7 +106,9 @@ class TrainingMonitor(keras.callbacks.Callback):
 
   def on_epoch_end(self, epoch, logs=None):
     if self.scheduler is not None:
-      self.scheduler.sync_updates()  # In-step updates: read them now.
+      sync = getattr(self.scheduler, "sync_updates", None)
+      if sync is not None:
+        sync()  # In-step updates: read them now.
       self._record_updates()
     step = self._step()
     table = _surgery.sparsity_report(self.model)
