@@ -13,9 +13,12 @@ excluded) to the end of training, so the window holds the RigL updates at
 Variants (--variants, comma separated):
   dense            --method=dense
   static           --method=static (masks fixed)
-  rigl             --method=rigl as the recipe builds it (today: a host
-                   callback with its own gradient batches; once the update
-                   moves into the compiled step, what the recipe then builds)
+  rigl             --method=rigl as the recipe builds it: the update inside
+                   the compiled train step, grow scores from the step's own
+                   gradient
+  rigl_data        --method=rigl --grow_scores=data: the host-scheduled update
+                   with its own gradient batches (steps_per_execution must
+                   divide update_freq)
   rigl_no_update   --method=rigl with its first update far after the run: the
                    same model and step, no update. rigl minus rigl_no_update,
                    per update in the window, is the cost of one update.
@@ -50,6 +53,7 @@ VARIANTS = {
     "dense": dict(method="dense"),
     "static": dict(method="static"),
     "rigl": dict(method="rigl"),
+    "rigl_data": dict(method="rigl", grow_scores="data"),
     "rigl_no_update": dict(method="rigl", begin_step=100_000_000, end_step=100_000_000),
 }
 CONFIGS = ("imagenet_resnet50", "imagenet_mobilenet_v1")
