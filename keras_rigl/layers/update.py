@@ -1,16 +1,22 @@
 """The RigL / SET drop-and-grow update on compressed storage, in O(nnz) memory.
 
 A compressed weight holds ``values[nnz]`` and flat positions ``indices[nnz]``
-into its dense ``[n_rows, n_cols]`` kernel. An update
+into its dense ``[n_rows, n_cols]`` kernel, positions ascending. An update
 
 * drops the ``n_drop`` active entries of smallest ``|value|`` (O(nnz));
 * grows ``n_drop`` positions among all that are not kept (a just-dropped one
   may come back): RigL takes the largest ``|dL/dW|``, computed one block of
   kernel rows at a time from the layer's inputs ``a`` and the gradient ``d``
-  w.r.t. its pre-activation output (``dL/dW = a^T d``), with a running top-k,
-  so extra memory is bounded by ``block_elements`` and never by the dense
-  size; SET draws random positions (stateless, keyed by seed and step);
-* writes the new positions into the dropped entries' array slots.
+  w.r.t. its pre-activation output (``dL/dW = a^T d``), keeping a buffer of
+  candidates cut to the best k now and then, so extra memory is a few blocks
+  plus O(k), never the dense size; SET draws random positions (stateless,
+  keyed by seed and step);
+* merges kept and grown positions in order (no sort over the nnz entries:
+  the drop needs none because positions are ascending, the merge sorts only
+  the k grown ones) and says, per new entry, which old entry's value and
+  optimizer slots it keeps (`merge_sorted`).
+
+`keras_rigl.layers.static_update` is the same update with static shapes (XLA).
 
 Selection and tie rules are the masked storage's (`keras_rigl.masks`):
 given the same weights and gradients both storages pick the same
