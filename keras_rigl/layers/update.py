@@ -1,16 +1,22 @@
 """The RigL / SET drop-and-grow update on compressed storage, in O(nnz) memory.
 
 A compressed weight holds ``values[nnz]`` and flat positions ``indices[nnz]``
-into its dense ``[n_rows, n_cols]`` kernel. An update
+into its dense ``[n_rows, n_cols]`` kernel, positions ascending. An update
 
 * drops the ``n_drop`` active entries of smallest ``|value|`` (O(nnz));
 * grows ``n_drop`` positions among all that are not kept (a just-dropped one
   may come back): RigL takes the largest ``|dL/dW|``, computed one block of
   kernel rows at a time from the layer's inputs ``a`` and the gradient ``d``
-  w.r.t. its pre-activation output (``dL/dW = a^T d``), with a running top-k,
-  so extra memory is bounded by ``block_elements`` and never by the dense
-  size; SET draws random positions (stateless, keyed by seed and step);
-* writes the new positions into the dropped entries' array slots.
+  w.r.t. its pre-activation output (``dL/dW = a^T d``), keeping a buffer of
+  candidates cut to the best k now and then, so extra memory is a few blocks
+  plus O(k), never the dense size; SET draws random positions (stateless,
+  keyed by seed and step);
+* merges kept and grown positions in order (no sort over the nnz entries:
+  the drop needs none because positions are ascending, the merge sorts only
+  the k grown ones) and says, per new entry, which old entry's value and
+  optimizer slots it keeps (`merge_sorted`).
+
+`keras_rigl.layers.static_update` is the same update with static shapes (XLA).
 
 Selection and tie rules are the masked storage's (`keras_rigl.masks`):
 given the same weights and gradients both storages pick the same
@@ -119,7 +125,9 @@ def rigl_grow(a, d, n_rows, n_cols, kept_sorted, k, block_elements=None):
   lowest = tf.constant(-float("inf"), tf.float32)
   big = tf.constant(tf.float32.max, tf.float32)
 
-  def body(b, best_scores, best_positions):
+  limit = 2 * k + block_size
+
+  def body(b, buffer_scores, buffer_positions, threshold):
     first = tf.cast(b, pdt) * rows
     if ids:
       a_block = tf.one_hot(a - tf.cast(first, tf.int64), rows, dtype=tf.float32)  # [M, rows]
@@ -136,23 +144,34 @@ def rigl_grow(a, d, n_rows, n_cols, kept_sorted, k, block_elements=None):
     kept_here = kept_sorted[lo:hi] - base
     scores = tf.tensor_scatter_nd_update(
         scores, kept_here[:, None], tf.fill(tf.shape(kept_here), lowest))
-    # Once k candidates are held, a block entry must beat the k-th best
-    # strictly: on a tie the held one has the lower position and wins.
-    full = tf.shape(best_scores)[0] >= k
-    threshold = tf.where(full, tf.reduce_min(tf.concat([best_scores, [big]], 0)), lowest)
+    # Candidates are buffered and cut down to the best k only when the buffer
+    # holds more than 2k (+ one block): a selection over O(k) entries then
+    # happens a few times per update rather than once per block. After a cut,
+    # a block entry must beat the k-th best strictly: on a tie the held one
+    # has the lower position and wins.
     where = tf.where(scores > threshold)[:, 0]
     # Held entries first, then block entries in position order: top_k's
     # "ties to the lower index" is "ties to the lower position".
-    merged_scores = tf.concat([best_scores, tf.gather(scores, where)], 0)
-    positions = tf.concat([best_positions, base + tf.cast(where, pdt)], 0)
-    top = tf.math.top_k(merged_scores, k=tf.minimum(k, tf.shape(merged_scores)[0]), sorted=True)
-    return b + 1, top.values, tf.gather(positions, top.indices)
+    buffer_scores = tf.concat([buffer_scores, tf.gather(scores, where)], 0)
+    buffer_positions = tf.concat([buffer_positions, base + tf.cast(where, pdt)], 0)
 
-  start = (tf.constant(0), tf.zeros([0], tf.float32), tf.zeros([0], pdt))
-  _, _, best = tf.while_loop(
+    def cut():
+      top = tf.math.top_k(buffer_scores, k=k, sorted=True)
+      return (top.values, tf.gather(buffer_positions, top.indices),
+              tf.reduce_min(tf.concat([top.values, [big]], 0)))
+
+    return (b + 1,) + tuple(tf.cond(
+        tf.shape(buffer_scores)[0] > limit, cut,
+        lambda: (buffer_scores, buffer_positions, threshold)))
+
+  start = (tf.constant(0), tf.zeros([0], tf.float32), tf.zeros([0], pdt), lowest)
+  _, buffer_scores, buffer_positions, _ = tf.while_loop(
       lambda b, *_: b < n_blocks, body, start,
-      shape_invariants=(tf.TensorShape([]), tf.TensorShape([None]), tf.TensorShape([None])),
+      shape_invariants=(tf.TensorShape([]), tf.TensorShape([None]), tf.TensorShape([None]),
+                        tf.TensorShape([])),
       parallel_iterations=1)
+  top = tf.math.top_k(buffer_scores, k=tf.minimum(k, tf.shape(buffer_scores)[0]), sorted=True)
+  best = tf.gather(buffer_positions, top.indices)
   return best
 
 
