@@ -2,8 +2,11 @@
 
 `walk_layers` visits every layer under any model (Sequential, Functional,
 subclassed, nested), without entering a SparseWrapper (its inner layer is its
-own business). `graph_layers` visits the layers of a graph model, entering
-nested Sequential/Functional models only (what model surgery can rebuild).
+own business). `graph_leaves` visits the layers of a graph model with their
+path, graph and call count, entering the nested models a predicate accepts
+(the FLOPs count enters every model); `graph_layers` is its plain form,
+entering nested Sequential/Functional models only (what model surgery can
+rebuild).
 
 Example:
 >>> from keras_rigl._keras import keras
@@ -13,18 +16,55 @@ Example:
 ['d', 'o']
 """
 
+from typing import Any, NamedTuple
+
 from keras_rigl import _keras
 from keras_rigl._keras import keras
 from keras_rigl.wrapper import SparseWrapper
 
 
+class Leaf(NamedTuple):
+  """A leaf layer met by `graph_leaves`.
+
+  path: the names of the models entered, each followed by "/" ("" at the top).
+  layer: the leaf layer. graph: the model whose `layers` list holds it.
+  calls: how often one call of the top model runs it (the product of the
+  entered models' call counts).
+  """
+  path: str
+  layer: Any
+  graph: Any
+  calls: int
+
+
+def _is_graph(layer):
+  return isinstance(layer, keras.Model) and _keras.is_graph_model(layer)
+
+
+def graph_leaves(model, enter=_is_graph, calls=None, path="", times=1):
+  """Yields a `Leaf` per layer of `model`, entering the models `enter` accepts.
+
+  `calls(graph, model)`, if given, counts the calls of an entered model
+  inside its graph (the FLOPs count multiplies by it); else 1.
+
+  >>> from keras_rigl._keras import keras
+  >>> inner = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="d")], name="m")
+  >>> outer = keras.Sequential([keras.Input((3,)), inner, keras.layers.Dense(1, name="o")])
+  >>> [(leaf.path, leaf.layer.name) for leaf in graph_leaves(outer)]
+  [('m/', 'd'), ('', 'o')]
+  """
+  for layer in model.layers:
+    if enter(layer):
+      inner = calls(model, layer) if calls is not None else 1
+      yield from graph_leaves(layer, enter, calls, f"{path}{layer.name}/", times * inner)
+    else:
+      yield Leaf(path, layer, model, times)
+
+
 def graph_layers(model):
   """Every layer of a graph model, entering nested Sequential/Functional models."""
-  for layer in model.layers:
-    if isinstance(layer, keras.Model) and _keras.is_graph_model(layer):
-      yield from graph_layers(layer)
-    else:
-      yield layer
+  for leaf in graph_leaves(model):
+    yield leaf.layer
 
 
 def walk_layers(model):

@@ -22,23 +22,15 @@ import numpy as np
 import tensorflow as tf
 
 from keras_rigl import _keras
+from keras_rigl import layer_registry
 from keras_rigl._keras import keras
 from keras_rigl._records import recording
 from keras_rigl.distributions import check_seed, check_sparsity
 from keras_rigl.masks import name_seed, random_mask
 
 _L = keras.layers
-# Layer types wrapped out of the box, and the weights of theirs that get masks.
-SUPPORTED_LAYERS = tuple(
-    getattr(_L, name) for name in (
-        "Dense", "Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose",
-        "Conv2DTranspose", "Conv3DTranspose", "DepthwiseConv1D",
-        "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D", "Embedding",
-        "EinsumDense")
-    if hasattr(_L, name))
-_EINSUM = tuple(getattr(_L, name) for name in ("EinsumDense",) if hasattr(_L, name))
-SPARSIFIABLE_WEIGHT_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel",
-                             "embeddings")
+# Layer types wrapped out of the box (the layer registry's plain types).
+SUPPORTED_LAYERS = layer_registry.builtin_types()
 MASK_INIT_CHOICES = ("random", "dense")
 
 _capture = threading.local()
@@ -57,140 +49,30 @@ def capture_effective_weights():
     yield records
 
 
-def weight_short_name(variable):
-  """'kernel' for 'dense/kernel:0' (tf_keras) or 'kernel' (Keras 3)."""
-  return variable.name.split("/")[-1].split(":")[0]
-
-
-# Composite layers whose kernels live on sublayers: recurrent layers (on
-# `layer.cell`), Bidirectional (forward/backward RNNs), TimeDistributed (the
-# inner layer) and MultiHeadAttention (its query/key/value/output EinsumDense
-# projections). The wrapper masks those kernels and substitutes W * M on the
-# sublayer that owns them during the call.
-_RNN_CELLS = tuple(getattr(_L, name) for name in
-                   ("SimpleRNNCell", "LSTMCell", "GRUCell") if hasattr(_L, name))
-ATTENTION_PARTS = (("query", "_query_dense"), ("key", "_key_dense"),
-                   ("value", "_value_dense"), ("output", "_output_dense"))
-COMPOSITE_LAYER_NAMES = ("SimpleRNN", "LSTM", "GRU", "Bidirectional",
-                         "TimeDistributed", "MultiHeadAttention")
-
-
-def _is_plain(layer):
-  return (isinstance(layer, SUPPORTED_LAYERS) or
-          callable(getattr(layer, "get_sparsifiable_weights", None)))
-
-
-def _is_rnn(layer):
-  return isinstance(layer, _L.RNN) and isinstance(getattr(layer, "cell", None), _RNN_CELLS)
-
-
-def _composite_kind(layer):
-  """'rnn', 'bidirectional', 'time_distributed', 'attention' or None."""
-  if _is_rnn(layer):
-    return "rnn"
-  if isinstance(layer, _L.Bidirectional) and _is_rnn(layer.forward_layer):
-    return "bidirectional"
-  if isinstance(layer, _L.TimeDistributed) and _is_plain(layer.layer):
-    return "time_distributed"
-  if isinstance(layer, _L.MultiHeadAttention):
-    return "attention"
-  return None
+# Which weights a layer type masks, and their ER/ERK shapes, come from the
+# layer registry (`keras_rigl.layer_registry`): these names are kept for the
+# modules and tests that import them from here.
+ATTENTION_PARTS = layer_registry.ATTENTION_PARTS
+sparse_slots = layer_registry.sparse_slots
+distribution_shapes = layer_registry.distribution_shapes
+einsum_matrix_shape = layer_registry.einsum_matrix_shape
+weight_short_name = layer_registry.short_name
 
 
 def is_composite(layer):
   """True for layers whose masked kernels live on sublayers (RNN, attention...)."""
-  return _composite_kind(layer) is not None
+  kind = layer_registry.find(layer)
+  return kind is not None and kind.composite
 
 
 def is_sparsifiable(layer):
-  """True if SparseWrapper can wrap `layer` (a built-in type or the protocol)."""
-  return _is_plain(layer) or _composite_kind(layer) is not None
-
-
-def sparse_slots(layer):
-  """[(weight_key, owner, variable)] of a built layer: the weights to be masked.
-
-  `owner` is the (sub)layer that stores the variable as an attribute: the
-  layer itself, an RNN's cell, a Bidirectional's forward/backward cell, a
-  TimeDistributed's inner layer or an attention projection.
-  """
-  kind = _composite_kind(layer)
-  if kind == "rnn":
-    cell = layer.cell
-    if getattr(cell, "kernel", None) is None:
-      raise ValueError(f"Layer {layer.name!r} is not built; build it first.")
-    return [("kernel", cell, cell.kernel),
-            ("recurrent_kernel", cell, cell.recurrent_kernel)]
-  if kind == "bidirectional":
-    return [(f"{side}_{key}", owner, variable)
-            for side, inner in (("forward", layer.forward_layer),
-                                ("backward", layer.backward_layer))
-            for key, owner, variable in sparse_slots(inner)]
-  if kind == "time_distributed":
-    return sparse_slots(layer.layer)
-  if kind == "attention":
-    return [(f"{part}_kernel", getattr(layer, attr), getattr(layer, attr).kernel)
-            for part, attr in ATTENTION_PARTS]
-  if callable(getattr(layer, "get_sparsifiable_weights", None)):
-    variables = list(layer.get_sparsifiable_weights())
-  elif isinstance(layer, SUPPORTED_LAYERS):
-    variables = [v for v in layer.trainable_weights
-                 if weight_short_name(v) in SPARSIFIABLE_WEIGHT_NAMES]
-  else:
-    raise ValueError(
-        f"SparseWrapper cannot wrap layer {layer.name!r} of type "
-        f"{type(layer).__name__}. Supported: "
-        f"{', '.join(t.__name__ for t in SUPPORTED_LAYERS)}, "
-        f"{', '.join(COMPOSITE_LAYER_NAMES)} (of SimpleRNN/LSTM/GRU or of the "
-        "layers before), or any layer that defines get_sparsifiable_weights() "
-        "returning its weight variables.")
-  return [(weight_short_name(v), layer, v) for v in variables]
+  """True if SparseWrapper can wrap `layer` (a registered type or the protocol)."""
+  return layer_registry.find(layer) is not None
 
 
 def sparsifiable_weights(layer):
   """[(weight_key, variable)] of a built layer: the weights to be masked."""
   return [(key, variable) for key, _, variable in sparse_slots(layer)]
-
-
-def einsum_matrix_shape(equation, kernel_shape):
-  """(fan_in, fan_out) of an EinsumDense kernel from its equation.
-
-  Kernel axes that also index the input are contracted (fan-in); the others
-  index the output (fan-out). "abc,cde->abde" with kernel (c, d, e) gives
-  (c, d * e). FLOPs counting (`keras_rigl.flops`) reads the fan-in from it.
-
-  >>> einsum_matrix_shape("abc,cde->abde", (4, 2, 3))
-  (4, 6)
-  """
-  inputs, _ = equation.split("->")
-  input_spec, kernel_spec = inputs.split(",")
-  fan_in = fan_out = 1
-  for axis, size in zip(kernel_spec.strip(), kernel_shape):
-    if axis in input_spec:
-      fan_in *= int(size)
-    else:
-      fan_out *= int(size)
-  return (fan_in, fan_out)
-
-
-def distribution_shapes(layer):
-  """{weight_key: shape} that ER/ERK use for each sparse weight of `layer`.
-
-  The kernel's own shape, except for EinsumDense kernels (alone or inside
-  MultiHeadAttention): a 3-D projection kernel such as (d_model, heads,
-  key_dim) enters ER/ERK as the matrix it multiplies by, (fan_in, fan_out) =
-  (d_model, heads * key_dim), so that ERK treats an attention projection like
-  the Dense layer it is. Recurrent kernels enter as they are stored:
-  (n_in, gates * units) and (units, gates * units).
-  """
-  shapes = {}
-  for key, owner, variable in sparse_slots(layer):
-    equation = getattr(owner, "equation", None)
-    if isinstance(owner, _EINSUM) and isinstance(equation, str):
-      shapes[key] = einsum_matrix_shape(equation, tuple(variable.shape))
-    else:
-      shapes[key] = tuple(int(d) for d in variable.shape)
-  return shapes
 
 
 def _build_attention(layer, query_shape):

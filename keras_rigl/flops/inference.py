@@ -4,6 +4,8 @@
 
 import numpy as np
 
+from keras_rigl import layer_registry
+
 from keras_rigl.flops.reading import (_Densities, _L, _SEQUENCE_KINDS, _calls,
                                       _check_known, _check_model, _einsum_fan_in,
                                       _fill_time, _is_sparse_wrapper, _kernels, _kind,
@@ -152,6 +154,13 @@ def count_flops(model, sparsities=None, nonzero_weights=False,
                     layers=rows, sequence_length=options.get("seen_length"))
 
 
+def _owners(layer):
+  """{id(variable): the (sub)layer holding it} for a registered layer's kernels."""
+  layer_type = None if hasattr(layer, "compressed_weights") else layer_registry.counted(layer)
+  return {} if layer_type is None else {
+      id(variable): owner for _, owner, variable in layer_type.weights(layer)}
+
+
 def kernel_shapes(model):
   """{name: kernel shape} of the layers `count_flops` counts.
 
@@ -176,12 +185,9 @@ def kernel_shapes(model):
     if kind in (None, "embedding"):
       continue
     kernels = _kernels(inner, kind)
+    # As sparsify's ER/ERK see them (an EinsumDense kernel as its matrix).
+    owners = _owners(inner)
     for key, variable in kernels:
-      shape = tuple(int(d) for d in variable.shape)
-      if kind in ("einsum", "attention"):
-        # As sparsify's ER/ERK see them: the (fan_in, fan_out) matrix.
-        fan_in = _einsum_fan_in(inner if kind == "einsum" else
-                                getattr(inner, f"_{key[:-len('_kernel')]}_dense"))
-        shape = (fan_in, int(np.prod(shape)) // fan_in)
+      shape = layer_registry.matrix_shape(owners.get(id(variable)), variable)
       shapes[f"{name}/{key}" if len(kernels) > 1 else name] = shape
   return shapes

@@ -10,30 +10,17 @@ import tensorflow as tf
 
 from keras_rigl import _keras
 from keras_rigl._keras import keras
-from keras_rigl.wrapper import ATTENTION_PARTS, einsum_matrix_shape
+from keras_rigl import layer_registry
+from keras_rigl.layer_registry import keras_types
+from keras_rigl.walk import graph_leaves
 
 
 _L = keras.layers
 
 
-def _types(*names):
-  return tuple(getattr(_L, name) for name in names if hasattr(_L, name))
-
-
-# The FLOPs kind of a plain kernel layer, by type: the first match wins.
-# Order matters: in tf_keras Conv2DTranspose subclasses Conv2D.
-_KERNEL_KINDS = (
-    ("einsum", _types("EinsumDense")),
-    ("conv_transpose", _types("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")),
-    ("separable", _types("SeparableConv1D", "SeparableConv2D")),
-    ("depthwise", _types("DepthwiseConv1D", "DepthwiseConv2D")),
-    ("conv", _types("Conv1D", "Conv2D", "Conv3D")),
-    ("dense", _types("Dense")),
-    ("embedding", _types("Embedding")),
-)
 # Cell type -> (gates, element-wise gate ops per unit and step).
-_CELL_COSTS = ((_types("LSTMCell"), (4, 5)), (_types("GRUCell"), (3, 5)),
-               (_types("SimpleRNNCell"), (1, 0)))
+_CELL_COSTS = ((keras_types("LSTMCell"), (4, 5)), (keras_types("GRUCell"), (3, 5)),
+               (keras_types("SimpleRNNCell"), (1, 0)))
 _SEQUENCE_KINDS = ("rnn", "bidirectional", "attention")
 
 
@@ -79,29 +66,22 @@ def _calls(graph, layer, all_inputs=False):
           for node in nodes]
 
 
-def _walk(model, prefix="", calls=1):
+def _walk(model):
   """Yields (path, layer, graph, calls) for each leaf layer of `model`."""
-  for layer in model.layers:
-    if _is_graph_model(layer) and not _is_sparse_wrapper(layer):
-      inner_calls = max(1, len(_calls(model, layer)))
-      yield from _walk(layer, f"{prefix}{layer.name}/", calls * inner_calls)
-    else:
-      yield prefix, layer, model, calls
+  for leaf in graph_leaves(model, enter=_enters,
+                           calls=lambda graph, layer: max(1, len(_calls(graph, layer)))):
+    yield leaf.path, leaf.layer, leaf.graph, leaf.calls
+
+
+def _enters(layer):
+  return _is_graph_model(layer) and not _is_sparse_wrapper(layer)
 
 
 def _kind(layer):
+  """The FLOPs kind of `layer` (from the layer registry), or None."""
   if getattr(layer, "compressed_kind", None):  # keras_rigl.layers (compressed)
     return layer.compressed_kind
-  if isinstance(layer, _L.RNN) and _cell_costs(getattr(layer, "cell", None)):
-    return "rnn"
-  if isinstance(layer, _L.Bidirectional) and _kind(layer.forward_layer) == "rnn":
-    return "bidirectional"
-  if isinstance(layer, _L.MultiHeadAttention):
-    return "attention"
-  for kind, types in _KERNEL_KINDS:
-    if types and isinstance(layer, types):
-      return kind
-  return None
+  return layer_registry.flops_kind(layer)
 
 
 def _cell_costs(cell):
@@ -116,28 +96,16 @@ def _kernels(layer, kind):
   if hasattr(layer, "compressed_weights"):
     # Compressed layers: CompressedWeight has the dense .shape and .density.
     return [(w.key, w) for w in layer.compressed_weights]
-  if kind in ("rnn", "bidirectional", "attention"):
-    return _sequence_kernels(layer, kind)
-  if kind == "separable":
-    attrs = ("depthwise_kernel", "pointwise_kernel")
-  elif kind == "depthwise":
-    # tf_keras calls it depthwise_kernel, Keras 3 kernel.
-    attrs = ("depthwise_kernel",) if getattr(layer, "depthwise_kernel", None) is not None \
-        else ("kernel",)
-  elif kind == "embedding":
-    attrs = ("embeddings",)
-  elif kind is None:
+  layer_type = layer_registry.counted(layer) if kind is not None else None
+  if layer_type is None:
     return []
-  else:
-    attrs = ("kernel",)
   kernels = []
-  for attr in attrs:
-    variable = getattr(layer, attr, None)
+  for key, _, variable in layer_type.weights(layer):
     if variable is None:
       raise ValueError(f"Layer {layer.name!r} is not built; call the model on an "
                        "input (or build it) before counting.")
-    key = "depthwise_kernel" if kind == "depthwise" else attr
-    kernels.append((key, variable))
+    # Sparsity keys name a depthwise kernel "depthwise_kernel" in both flavours.
+    kernels.append(("depthwise_kernel" if kind == "depthwise" else key, variable))
   return kernels
 
 
@@ -250,25 +218,7 @@ def _fill_time(shape, sequence_length):
 
 def _einsum_fan_in(layer):
   """Contracted size K of an EinsumDense kernel (its dot-product length)."""
-  return einsum_matrix_shape(layer.equation, tuple(layer.kernel.shape))[0]
-
-
-def _sequence_kernels(layer, kind):
-  """[(key, variable)] of an RNN, Bidirectional or MultiHeadAttention layer."""
-  if kind == "rnn":
-    if getattr(layer.cell, "kernel", None) is None:
-      raise ValueError(f"Layer {layer.name!r} is not built; call the model on an "
-                       "input (or build it) before counting.")
-    return [("kernel", layer.cell.kernel), ("recurrent_kernel", layer.cell.recurrent_kernel)]
-  if kind == "bidirectional":
-    return [(f"{side}_{key}", variable)
-            for side, rnn in (("forward", layer.forward_layer), ("backward", layer.backward_layer))
-            for key, variable in _sequence_kernels(rnn, "rnn")]
-  parts = [(part, getattr(layer, attr, None)) for part, attr in ATTENTION_PARTS]
-  if any(sub is None or not sub.built for _, sub in parts):
-    raise ValueError(f"Layer {layer.name!r} is not built; call the model on an "
-                     "input (or build it) before counting.")
-  return [(f"{part}_kernel", sub.kernel) for part, sub in parts]
+  return layer_registry.matrix_shape(layer, layer.kernel)[0]
 
 
 def _check_model(model):

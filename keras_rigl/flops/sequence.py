@@ -5,7 +5,7 @@ layers: per time step times the sequence length (see the package docstring).
 import numpy as np
 
 from keras_rigl.flops.reading import (_calls, _cell_costs, _check_known, _fill_time,
-                                      _masks_of, _sequence_kernels, _size)
+                                      _kernels, _masks_of, _size)
 from keras_rigl.flops.records import LayerFlops
 
 
@@ -25,7 +25,7 @@ def _attention_flops(layer, query_shape, value_shape, density, scores):
   """(dense, sparse, fixed) FLOPs of one MultiHeadAttention call."""
   t_q = int(np.prod(query_shape[1:-1]))
   t_v = int(np.prod(value_shape[1:-1]))
-  kernels = dict(_sequence_kernels(layer, "attention"))
+  kernels = dict(_kernels(layer, "attention"))
   heads, key_dim = (int(d) for d in kernels["query_kernel"].shape[-2:])
   value_dim = int(kernels["value_kernel"].shape[-1])
   # (output elements, fan-in) of each projection.
@@ -51,7 +51,7 @@ def _sequence_row(prefix, leaf, inner, kind, graph, calls, densities, options):
   masks = _masks_of(leaf)
   kernels = []
   density = {}
-  for key, variable in _sequence_kernels(inner, kind):
+  for key, variable in _kernels(inner, kind):
     value, from_mask = densities.density(names, key, variable, masks)
     density[key] = value
     kernels.append((variable, value, from_mask))
