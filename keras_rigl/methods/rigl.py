@@ -76,7 +76,7 @@ class RigLScheduler(DropGrowScheduler):
       ``|dL/dW|`` on the update's batch (no extra cost), "momentum" the mean
       ``|EMA of dL/dW|`` (momentum 0.9) of the dense gradient of every
       training step (see `keras_rigl.SNFSScheduler`). A layer regrows between
-      half and twice what it dropped (`keras_rigl.redistribution.
+      3/4 and 5/4 of what it dropped (`keras_rigl.redistribution.
       bounded_regrowth`: no update changes a layer abruptly); the rest goes
       to the others. The total count of
       ones over all sparse weights stays exact while layer counts (and so the

@@ -41,7 +41,7 @@ class SNFSScheduler(DropGrowScheduler):
 
   Differences from the authors' PyTorch code (TimDettmers/sparse_learning),
   on purpose: counts use floor (theirs: ceil) and a layer regrows between
-  half and twice what it pruned (theirs: anything up to 99% of its free
+  3/4 and 5/4 of what it pruned (theirs: anything up to 99% of its free
   positions; one update could make a small layer dense and kill training,
   see `keras_rigl.redistribution`), which keeps the total exact without
   their correction loop; the momentum is this callback's own EMA of the dense
