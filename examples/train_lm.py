@@ -18,7 +18,8 @@ inference FLOPs per sequence and training FLOPs:
 
 Methods: dense, small_dense (dense with the sparse model's parameter count),
 static, set, rigl, pruning (Zhu & Gupta gradual magnitude pruning from
-dense, 25% -> 75% of the run). --model=transformer trains a small
+dense, 25% -> 75% of the run), snfs, and any method registered with
+`keras_rigl.methods.register` that trains a dense or sparse model. --model=transformer trains a small
 decoder-only Transformer instead (causal MultiHeadAttention + Dense
 feed-forward, pre-norm; every projection sparse).
 
@@ -42,6 +43,7 @@ import importlib.util
 import json
 import math
 import time
+import types
 
 from absl import app
 from absl import flags
@@ -52,11 +54,15 @@ import tensorflow as tf
 import keras_rigl as kr
 from keras_rigl._keras import keras
 from keras_rigl.data import text as text_data
+from keras_rigl.methods import registry
+from keras_rigl.recipes import configs as recipe_configs
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 L = keras.layers
 MODELS = ("gru", "transformer")
-METHODS = ("dense", "small_dense", "static", "set", "rigl", "pruning")
+# The model kinds this script builds; every registered method of those kinds
+# trains here (keras_rigl.methods.registry).
+MODEL_KINDS = ("dense", "small_dense", "sparse")
 DISTRIBUTIONS = ("uniform", "erk")
 SCHEDULES = ("constant", "cosine", "exponential")
 
@@ -105,14 +111,14 @@ class LMConfig:
         raise ValueError(f"--{name} must be a positive integer, got {value!r}.")
     if self.model not in MODELS:
       raise ValueError(f"--model must be one of {MODELS}, got {self.model!r}.")
-    if self.method not in METHODS:
-      raise ValueError(f"--method must be one of {METHODS}, got {self.method!r}.")
+    if self.method not in methods():
+      raise ValueError(f"--method must be one of {methods()}, got {self.method!r}.")
     if self.distribution not in DISTRIBUTIONS:
       raise ValueError(f"--distribution must be one of {DISTRIBUTIONS}, got "
                        f"{self.distribution!r}.")
     if not isinstance(self.sparsity, (int, float)) or not 0 <= self.sparsity < 1:
       raise ValueError(f"--sparsity must be in [0, 1), got {self.sparsity!r}.")
-    if self.method not in ("dense",) and self.sparsity == 0:
+    if registry.get(self.method).model != "dense" and self.sparsity == 0:
       raise ValueError(f"--method={self.method} needs --sparsity > 0.")
     for name in ("embedding_dim", "gru_units", "d_model", "num_layers", "num_heads",
                  "ff_dim", "sequence_length", "batch_size", "train_steps",
@@ -256,39 +262,40 @@ def small_dense_width(config):
   return high
 
 
+def methods():
+  """The registered methods this script can train (their models it builds)."""
+  return tuple(name for name in registry.names()
+               if registry.get(name).model in MODEL_KINDS)
+
+
 def build_model(config):
   """(model, small_dense_width or None) for `config`; masks are in place."""
   keras.utils.set_random_seed(config.seed)
-  if config.method == "dense":
+  method = registry.get(config.method)
+  if method.model == "dense":
     return build_dense(config), None
-  if config.method == "small_dense":
+  if method.model == "small_dense":
     width = small_dense_width(config)
     keras.utils.set_random_seed(config.seed)
     return build_dense(config, width), width
   model = build_dense(config)
   return kr.sparsify(
       model, config.sparsity, distribution=config.distribution, exclude=_is_embedding,
-      seed=config.seed, mask_init="dense" if config.method == "pruning" else "random"), None
+      seed=config.seed, mask_init=method.mask_init), None
 
 
 def make_scheduler(config, train):
-  if config.method == "rigl":
-    return kr.RigLScheduler(
-        train, update_freq=config.update_freq, drop_fraction=config.drop_fraction,
-        drop_fraction_schedule=config.drop_fraction_schedule,
-        end_step=config.train_steps if config.end_step is None else config.end_step,
-        seed=config.seed)
-  if config.method == "set":
-    return kr.SETScheduler(
-        update_freq=config.update_freq, drop_fraction=config.drop_fraction,
-        drop_fraction_schedule=config.drop_fraction_schedule,
-        end_step=config.train_steps if config.end_step is None else config.end_step,
-        seed=config.seed)
-  if config.method == "pruning":
-    begin, end = config.pruning_window()
-    return kr.MagnitudePruningScheduler(begin_step=begin, end_step=end,
-                                        update_freq=config.update_freq)
-  return None
+  """The method's callback (from its registry entry's `arguments`), or None."""
+  begin, end = config.pruning_window()
+  end_step = config.train_steps if config.end_step is None else config.end_step
+  # The registry builds callbacks from a recipe config and plan: ours, as one.
+  recipe = recipe_configs.Config(
+      model=config.model, dataset="text", method=config.method,
+      update_freq=config.update_freq, drop_fraction=config.drop_fraction,
+      drop_fraction_schedule=config.drop_fraction_schedule)
+  plan = types.SimpleNamespace(begin_step=0, end_step=end_step, pruning_begin_step=begin,
+                               pruning_end_step=end, pruning_freq=config.update_freq)
+  return registry.get(config.method).make_scheduler(recipe, plan, train, config.seed)
 
 
 # --------------------------------------------------------------------------
@@ -479,7 +486,9 @@ def define_flags():
   names, and tests import both)."""
   defaults = LMConfig()
   flags.DEFINE_enum("model", defaults.model, MODELS, "GRU (the paper's) or a small Transformer.")
-  flags.DEFINE_enum("method", defaults.method, METHODS, "Training method.")
+  flags.DEFINE_enum("method", defaults.method, methods(),
+                    "Training method (any registered method of a model kind this "
+                    "script builds).")
   flags.DEFINE_float("sparsity", defaults.sparsity, "Sparsity of the sparse kernels, in [0, 1).")
   flags.DEFINE_enum("distribution", defaults.distribution, DISTRIBUTIONS,
                     "How sparsity spreads over layers (the paper: uniform).")
