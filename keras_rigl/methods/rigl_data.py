@@ -180,14 +180,13 @@ def _check_with_loss_function(model, batch, strategy):
       return
   if not callable(loss):
     return  # Several outputs / losses: left to the traced update.
-  x, y, sample_weight = _keras.unpack_batch(batch)
+  # The unreduced loss (Loss.call): a reduced one refuses to run under a
+  # strategy outside fit (tf_keras), and sample weights do not change formats.
+  per_example = getattr(loss, "call", loss)
+  x, y, _ = _keras.unpack_batch(batch)
   try:
     with strategy.scope():
-      y_pred = model(x, training=False)
-      if sample_weight is None:
-        loss(y, y_pred)
-      else:
-        loss(y, y_pred, sample_weight=sample_weight)
+      per_example(y, model(x, training=False))
   except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:
     raise ValueError(DATA_MISMATCH.format(error=error)) from error
 
