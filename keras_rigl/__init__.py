@@ -1,6 +1,7 @@
 """keras-rigl: dynamic sparse training (RigL) for Keras 3 and tf_keras."""
 
 from keras_rigl import data
+from keras_rigl import layer_registry
 from keras_rigl import layers
 from keras_rigl import models
 from keras_rigl._keras import FLAVOUR as keras_flavour

@@ -306,6 +306,25 @@ def matrix_shape(owner, variable):
   return tuple(int(d) for d in variable.shape)
 
 
+def is_composite(layer):
+  """True for layers whose masked kernels live on sublayers (RNN, attention...).
+
+  >>> is_composite(keras.layers.LSTM(2)), is_composite(keras.layers.Dense(2))
+  (True, False)
+  """
+  kind = find(layer)
+  return kind is not None and kind.composite
+
+
+def is_sparsifiable(layer):
+  """True if SparseWrapper can wrap `layer` (a registered type or the protocol).
+
+  >>> is_sparsifiable(keras.layers.Dense(2)), is_sparsifiable(keras.layers.Flatten())
+  (True, False)
+  """
+  return find(layer) is not None
+
+
 def sparse_slots(layer):
   """[(weight_key, owner, variable)] of a built layer: the weights to be masked.
 
@@ -332,6 +351,17 @@ def sparse_slots(layer):
   if kind.composite and any(variable is None for _, _, variable in slots):
     raise ValueError(f"Layer {layer.name!r} is not built; build it first.")
   return [slot for slot in slots if slot[2] is not None]
+
+
+def sparsifiable_weights(layer):
+  """[(weight_key, variable)] of a built layer: the weights to be masked.
+
+  >>> dense = keras.layers.Dense(3)
+  >>> dense.build((None, 5))
+  >>> [key for key, _ in sparsifiable_weights(dense)]
+  ['kernel']
+  """
+  return [(key, variable) for key, _, variable in sparse_slots(layer)]
 
 
 def distribution_shapes(layer):

@@ -14,8 +14,9 @@ from keras_rigl.distributions import check_seed, layer_sparsities
 from keras_rigl.layers import convert as _convert
 from keras_rigl.layers.base import CompressedLayer
 from keras_rigl.walk import graph_layers, walk_layers  # pylint: disable=unused-import
-from keras_rigl.wrapper import (SparseWrapper, distribution_shapes, is_composite,
-                                is_sparsifiable, sparsifiable_weights)
+from keras_rigl.layer_registry import (distribution_shapes, is_composite, is_sparsifiable,
+                                       sparsifiable_weights)
+from keras_rigl.wrapper import SparseWrapper
 
 
 def _check_graph_model(model, what):

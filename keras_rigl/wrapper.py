@@ -57,22 +57,11 @@ sparse_slots = layer_registry.sparse_slots
 distribution_shapes = layer_registry.distribution_shapes
 einsum_matrix_shape = layer_registry.einsum_matrix_shape
 weight_short_name = layer_registry.short_name
+is_composite = layer_registry.is_composite
+is_sparsifiable = layer_registry.is_sparsifiable
+sparsifiable_weights = layer_registry.sparsifiable_weights
 
 
-def is_composite(layer):
-  """True for layers whose masked kernels live on sublayers (RNN, attention...)."""
-  kind = layer_registry.find(layer)
-  return kind is not None and kind.composite
-
-
-def is_sparsifiable(layer):
-  """True if SparseWrapper can wrap `layer` (a registered type or the protocol)."""
-  return layer_registry.find(layer) is not None
-
-
-def sparsifiable_weights(layer):
-  """[(weight_key, variable)] of a built layer: the weights to be masked."""
-  return [(key, variable) for key, _, variable in sparse_slots(layer)]
 
 
 def _build_attention(layer, query_shape):
