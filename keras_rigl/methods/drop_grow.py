@@ -273,7 +273,9 @@ class DropGrowScheduler(MaskScheduler):
     meta["count_history"] = [[step, counts] for step, counts in self.count_history]
     meta["flops_history"] = [[step, ratio] for step, ratio in self.flops_history]
     for t in self._targets or ():
-      if t.tap is not None:
+      # EMA taps (SNFS, momentum redistribution) carry state between steps;
+      # the in-step update's StepGradientTap holds none between updates.
+      if callable(getattr(t.tap, "state", None)):
         buffer, last_step = t.tap.state()
         arrays[f"tap/{t.name}/buffer"] = buffer
         arrays[f"tap/{t.name}/last_step"] = last_step
@@ -287,7 +289,7 @@ class DropGrowScheduler(MaskScheduler):
     with self.model.distribute_strategy.scope():
       for t in self._targets or ():
         key = f"tap/{t.name}/buffer"
-        if t.tap is not None and key in arrays:
+        if callable(getattr(t.tap, "restore", None)) and key in arrays:
           t.tap.restore(arrays[key], arrays[f"tap/{t.name}/last_step"])
 
   def _compressed_update(self, step, argument):

@@ -9,8 +9,6 @@ from `grad_accumulation_steps` batches of that data (see
 inside a host-scheduled update; the model's other state is put back afterwards.
 """
 
-import numbers
-
 import numpy as np
 import tensorflow as tf
 
@@ -19,7 +17,7 @@ from keras_rigl.methods.drop_grow import DropGrowScheduler
 from keras_rigl.methods.in_step import StepGradientTap
 from keras_rigl.methods.rigl_data import (DATA_MISMATCH, as_dataset, check_data,
                                           compute_loss)
-from keras_rigl.methods.validation import check_int
+from keras_rigl.methods.validation import check_data_not_a_number, check_int
 from keras_rigl.wrapper import capture_effective_weights
 
 
@@ -118,11 +116,7 @@ class RigLScheduler(DropGrowScheduler):
                drop_fraction_schedule="cosine", begin_step=0, end_step=None,
                grow_init="zeros", grad_accumulation_steps=1, seed=0,
                redistribution=None, min_fan_in=0):
-    if isinstance(data, (numbers.Number, np.generic)):
-      raise ValueError(
-          f"RigLScheduler got {data!r} as its first positional argument, which is "
-          "`data` (batches for a separate gradient pass), not update_freq. Pass the "
-          f"numbers by keyword, e.g. RigLScheduler(update_freq={data!r}).")
+    check_data_not_a_number(data, "RigLScheduler", "batches for a separate gradient pass")
     super().__init__(update_freq, drop_fraction, drop_fraction_schedule, begin_step,
                      end_step, grow_init, seed, redistribution=redistribution,
                      min_fan_in=min_fan_in)

@@ -1,12 +1,10 @@
 """SET (Mocanu et al., 2018): RigL's drop, random growth."""
 
-import numbers
-
 import numpy as np
 import tensorflow as tf
 
 from keras_rigl.methods.drop_grow import DropGrowScheduler
-from keras_rigl.methods.validation import check_int
+from keras_rigl.methods.validation import check_data_not_a_number, check_int
 
 
 class SETScheduler(DropGrowScheduler):
@@ -35,11 +33,7 @@ class SETScheduler(DropGrowScheduler):
   def __init__(self, data=None, update_freq=100, drop_fraction=0.3,
                drop_fraction_schedule="cosine", begin_step=0, end_step=None,
                grow_init="zeros", grad_accumulation_steps=1, seed=0, min_fan_in=0):
-    if isinstance(data, (numbers.Number, np.generic)):
-      raise ValueError(
-          f"SETScheduler got {data!r} as its first positional argument, which is "
-          "`data` (unused by SET), not update_freq. Pass the numbers by keyword, "
-          f"e.g. SETScheduler(update_freq={data!r}).")
+    check_data_not_a_number(data, "SETScheduler", "unused by SET")
     super().__init__(update_freq, drop_fraction, drop_fraction_schedule, begin_step,
                      end_step, grow_init, seed, min_fan_in=min_fan_in)
     check_int("grad_accumulation_steps", grad_accumulation_steps, 1, "SETScheduler: ")

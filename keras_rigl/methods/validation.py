@@ -57,3 +57,19 @@ def check_seed(seed, owner=""):
   if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
     raise ValueError(f"{owner}seed must be an integer, got {seed!r}; pass e.g. seed=0.")
   return int(seed)
+
+
+def check_data_not_a_number(data, owner, use):
+  """Refuses a number passed positionally as `data` (meant as update_freq).
+
+  >>> check_data_not_a_number(None, "SETScheduler", "unused by SET")
+  >>> check_data_not_a_number(100, "SETScheduler", "unused by SET")
+  Traceback (most recent call last):
+  ...
+  ValueError: SETScheduler got 100 as its first positional argument, which is `data` (unused by SET), not update_freq. Pass the numbers by keyword, e.g. SETScheduler(update_freq=100).
+  """
+  if isinstance(data, (numbers.Number, np.generic)):
+    raise ValueError(
+        f"{owner} got {data!r} as its first positional argument, which is `data` "
+        f"({use}), not update_freq. Pass the numbers by keyword, e.g. "
+        f"{owner}(update_freq={data!r}).")
