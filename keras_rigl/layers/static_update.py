@@ -82,23 +82,14 @@ def rigl_grow_static(a, d, n_rows, n_cols, indices, still, max_count, block_elem
   ...                  2).numpy().tolist()
   [2, 0]
   """
-  block_elements = int(block_elements or _update.DEFAULT_BLOCK_ELEMENTS)
-  rows = max(1, min(n_rows, block_elements // n_cols))
-  n_blocks = -(-n_rows // rows)
-  block_size = rows * n_cols
+  rows, n_blocks, block_size, a, d, ids = _update.grow_blocks(a, d, n_rows, n_cols,
+                                                              block_elements)
   indices = tf.convert_to_tensor(indices)
   pdt = indices.dtype
   nnz = int(indices.shape[0])
   window = max(1, min(nnz, block_size))
   k = int(max_count)
   k_block = min(k, block_size)
-  d = tf.cast(d, tf.float32)
-  a = tf.convert_to_tensor(a)
-  ids = a.dtype.is_integer
-  if ids:
-    a = tf.cast(tf.reshape(a, [-1]), tf.int64)
-  else:
-    a = tf.pad(tf.cast(a, tf.float32), [[0, 0], [0, n_blocks * rows - n_rows]])
   lowest = tf.constant(-float("inf"), tf.float32)
   big = tf.constant(tf.float32.max, tf.float32)
   padded_indices = tf.concat([indices, tf.fill([window], _max_of(pdt))], 0) if nnz < window \

@@ -80,6 +80,25 @@ def drop_slots(values, positions, n_drop, positions_sorted=False):
                         positions_sorted=positions_sorted)
 
 
+
+def grow_blocks(a, d, n_rows, n_cols, block_elements=None):
+  """Row blocks of the growth score ``a^T d`` and its inputs, ready to scan.
+
+  Returns (rows per block, number of blocks, entries per block, a, d, ids):
+  `a` is padded to whole blocks of rows (float32), or flattened int64 ids for
+  an embedding; `d` is float32. Shared by the dynamic and the static update.
+  """
+  block_elements = int(block_elements or DEFAULT_BLOCK_ELEMENTS)
+  rows = max(1, min(n_rows, block_elements // n_cols))
+  n_blocks = -(-n_rows // rows)
+  a = tf.convert_to_tensor(a)
+  ids = a.dtype.is_integer
+  if ids:
+    a = tf.cast(tf.reshape(a, [-1]), tf.int64)
+  else:
+    a = tf.pad(tf.cast(a, tf.float32), [[0, 0], [0, n_blocks * rows - n_rows]])
+  return rows, n_blocks, rows * n_cols, a, tf.cast(d, tf.float32), ids
+
 def rigl_grow(a, d, n_rows, n_cols, kept_sorted, k, block_elements=None):
   """The `k` positions not in `kept_sorted` with the largest ``|a^T d|``.
 
@@ -106,17 +125,7 @@ def rigl_grow(a, d, n_rows, n_cols, kept_sorted, k, block_elements=None):
   >>> rigl_grow(a, d, 2, 3, tf.constant([1], tf.int64), 1).numpy().tolist()
   [2]
   """
-  block_elements = int(block_elements or DEFAULT_BLOCK_ELEMENTS)
-  rows = max(1, min(n_rows, block_elements // n_cols))
-  n_blocks = -(-n_rows // rows)
-  block_size = rows * n_cols
-  d = tf.cast(d, tf.float32)
-  a = tf.convert_to_tensor(a)
-  ids = a.dtype.is_integer
-  if ids:
-    a = tf.cast(tf.reshape(a, [-1]), tf.int64)
-  else:
-    a = tf.pad(tf.cast(a, tf.float32), [[0, 0], [0, n_blocks * rows - n_rows]])
+  rows, n_blocks, block_size, a, d, ids = grow_blocks(a, d, n_rows, n_cols, block_elements)
   kept_sorted = tf.convert_to_tensor(kept_sorted)
   if kept_sorted.dtype not in (tf.int32, tf.int64):
     kept_sorted = tf.cast(kept_sorted, tf.int64)
