@@ -1,6 +1,8 @@
 """Shared test set-up: two logical CPUs (for MirroredStrategy) and small fixtures."""
 
+import gc
 import os
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -34,6 +36,45 @@ def shared_mirrored_strategy():
     assert len(cpus) >= 2, "conftest could not split the CPU into 2 logical devices"
     _MIRRORED.append(tf.distribute.MirroredStrategy(cpus[:2]))
   return _MIRRORED[0]
+
+
+# Python's garbage collector: time spent in it per test, and a clean Keras
+# session after every test module. Without the reset, the graphs of ~900 tests
+# stay alive and a few late tests (a tiny MLP's fit, say) spent over a minute
+# in full collections; the summary names any test that still does.
+_GC_SECONDS = {"current": 0.0, "started": None}
+_GC_SLOW = []
+
+
+def _gc_timer(phase, info):  # pylint: disable=unused-argument
+  if phase == "start":
+    _GC_SECONDS["started"] = time.perf_counter()
+  elif _GC_SECONDS["started"] is not None:
+    _GC_SECONDS["current"] += time.perf_counter() - _GC_SECONDS["started"]
+    _GC_SECONDS["started"] = None
+
+
+gc.callbacks.append(_gc_timer)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+  _GC_SECONDS["current"] = 0.0
+  yield
+  if _GC_SECONDS["current"] > 5.0:
+    _GC_SLOW.append((item.nodeid, _GC_SECONDS["current"]))
+
+
+def pytest_terminal_summary(terminalreporter):
+  for nodeid, seconds in _GC_SLOW:
+    terminalreporter.write_line(f"gc: {seconds:.1f} s in garbage collection during {nodeid}")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_keras_session_per_module():
+  yield
+  keras.backend.clear_session()
+  gc.collect()
 
 
 @pytest.fixture

@@ -201,6 +201,27 @@ def test_rigl_forward_pass_leaves_metrics_alone(toy_data):
   assert plain["accuracy"] == pytest.approx(with_rigl["accuracy"], rel=1e-6)
 
 
+def test_in_step_rigl_leaves_dropout_randomness_alone(toy_data):
+  # The default RigL (grow scores from the training step) runs no forward pass
+  # of its own, so Dropout draws exactly the masks it draws without RigL, in
+  # both flavours (tf_keras's stateful random ops included).
+  x, y = toy_data
+  train = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+
+  def run(callbacks):
+    model = bn_model(dropout=True)
+    model.compile(keras.optimizers.SGD(0.0), sparse_ce(), metrics=["accuracy"])
+    return model.fit(train, epochs=2, verbose=0, callbacks=callbacks).history
+
+  plain = run([])
+  # lr 0 and drop_fraction 0: the updates run but change nothing.
+  rigl = kr.RigLScheduler(update_freq=2, drop_fraction=0.0, end_step=12)
+  with_rigl = run([rigl])
+  assert rigl.updates == 7
+  np.testing.assert_array_equal(plain["loss"], with_rigl["loss"])
+  np.testing.assert_array_equal(plain["accuracy"], with_rigl["accuracy"])
+
+
 # --- updates at the optimizer steps the schedule names ----------------------------
 
 def test_updates_follow_optimizer_steps_when_mixed_precision_skips_steps(toy_data):

@@ -212,9 +212,10 @@ def validate(config, options):
 
 
 def _default_model_dir(options, config):
+  # The process id keeps two runs started in the same second apart.
   stamp = time.strftime("%Y%m%d-%H%M%S")
   return os.path.join(tempfile.gettempdir(), "keras_rigl",
-                      f"{stamp}-{options.config_name}-{config.method}")
+                      f"{stamp}-{os.getpid()}-{options.config_name}-{config.method}")
 
 
 def _check_export_target(export_dir, tflite):
