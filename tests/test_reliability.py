@@ -188,8 +188,7 @@ def test_rigl_forward_pass_leaves_metrics_alone(toy_data):
   train = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
 
   def run(callbacks):
-    # No Dropout: tf_keras draws its masks from stateful random ops, which the
-    # extra forward pass advances (Keras 3 seed variables are put back).
+    # Without Dropout (test_rigl_leaves_dropout_randomness_alone has it).
     model = bn_model(dropout=False)
     model.compile(keras.optimizers.SGD(0.0), sparse_ce(), metrics=["accuracy"])
     return model.fit(train, epochs=1, verbose=0, callbacks=callbacks).history
@@ -201,10 +200,11 @@ def test_rigl_forward_pass_leaves_metrics_alone(toy_data):
   assert plain["accuracy"] == pytest.approx(with_rigl["accuracy"], rel=1e-6)
 
 
-def test_in_step_rigl_leaves_dropout_randomness_alone(toy_data):
-  # The default RigL (grow scores from the training step) runs no forward pass
-  # of its own, so Dropout draws exactly the masks it draws without RigL, in
-  # both flavours (tf_keras's stateful random ops included).
+@pytest.mark.parametrize("grow_scores", ["step", "data"])
+def test_rigl_leaves_dropout_randomness_alone(toy_data, grow_scores):
+  # Neither RigL's in-step update nor its separate gradient pass changes the
+  # Dropout masks training draws, in both flavours (tf_keras's stateful
+  # random ops included): the losses match a run without RigL exactly.
   x, y = toy_data
   train = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
 
@@ -214,8 +214,9 @@ def test_in_step_rigl_leaves_dropout_randomness_alone(toy_data):
     return model.fit(train, epochs=2, verbose=0, callbacks=callbacks).history
 
   plain = run([])
+  data = (train,) if grow_scores == "data" else ()
   # lr 0 and drop_fraction 0: the updates run but change nothing.
-  rigl = kr.RigLScheduler(update_freq=2, drop_fraction=0.0, end_step=12)
+  rigl = kr.RigLScheduler(*data, update_freq=2, drop_fraction=0.0, end_step=12)
   with_rigl = run([rigl])
   assert rigl.updates == 7
   np.testing.assert_array_equal(plain["loss"], with_rigl["loss"])
