@@ -265,12 +265,27 @@ def test_fit_with_min_fan_in_keeps_every_unit_connected(kind):
   assert fc.dead_units == 0 and fc.nnz == ones
 
 
-def test_compressed_layers_refuse_min_fan_in():
-  model = kr.sparsify(_mlp(), 0.5, "uniform", storage="compressed")
-  model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-  with pytest.raises(ValueError, match='storage="masked"'):
-    model.fit(_toy(16), epochs=1, verbose=0,
-              callbacks=[kr.SETScheduler(update_freq=2, min_fan_in=1, end_step=2)])
+@pytest.mark.parametrize("kind", ["rigl", "set"])
+def test_compressed_fit_with_min_fan_in_keeps_every_unit_connected(kind):
+  """The same repair on compressed layers (tests/test_compressed_fan_in.py: same
+  connections as the masked storage)."""
+  keras.utils.set_random_seed(0)
+  model = kr.sparsify(_mlp(units=16), 0.75, "uniform", storage="compressed")
+  weight = model.get_layer("fc").compressed_weights[0]
+  # Three dead units (columns 0-2): every entry in columns 3..15.
+  free = [p for p in range(weight.size) if p % weight.n_cols >= 3]
+  weight.assign(np.array(free[:weight.nnz]), weight.current_values())
+  assert kr.sparsity_report(model)[0].dead_units == 3
+  model.compile(keras.optimizers.SGD(0.1),
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  data = _toy()
+  scheduler = (kr.RigLScheduler(data, update_freq=2, drop_fraction=0.5, end_step=8,
+                                min_fan_in=1) if kind == "rigl" else
+               kr.SETScheduler(update_freq=2, drop_fraction=0.5, end_step=8, min_fan_in=1))
+  model.fit(data, epochs=2, callbacks=[scheduler], verbose=0)
+  assert scheduler.updates == 4
+  fc = kr.sparsity_report(model)[0]
+  assert fc.dead_units == 0 and fc.nnz == weight.nnz
 
 
 # --- train.py: --method=snip, --min_fan_in --------------------------------------

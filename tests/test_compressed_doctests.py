@@ -6,7 +6,8 @@ import importlib
 import pytest
 import tensorflow as tf
 
-MODULES = ["base", "dense", "embedding", "positions", "update", "scheduling", "convert"]
+MODULES = ["base", "dense", "embedding", "positions", "update", "static_update", "fan_in",
+           "scheduling", "convert"]
 
 
 @pytest.mark.parametrize("name", MODULES)

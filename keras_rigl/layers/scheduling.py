@@ -12,6 +12,7 @@ import math
 import tensorflow as tf
 
 from keras_rigl import _keras
+from keras_rigl.layers import fan_in as _fan_in
 from keras_rigl.layers import kernels
 from keras_rigl.layers import static_update as _static
 from keras_rigl.layers import update as _update
@@ -47,6 +48,8 @@ class CompressedUpdater:
     # bounded by nnz x max_fraction, the schedule's largest drop fraction.
     self.static_shapes = False
     self.max_fraction = 1.0
+    # Fewest inputs every output unit keeps (RigL/SET's min_fan_in; 0: none).
+    self.min_fan_in = 0
     self.capture = capture_layer_io
 
   def __bool__(self):
@@ -109,7 +112,10 @@ class CompressedUpdater:
       weight = target.weight
       values = weight.current_values()
       indices = weight.positions()
-      if self.static_shapes or kernels.in_xla_context():
+      if self.min_fan_in:
+        new_indices, source = self._fan_in_update(target, step, values, indices,
+                                                  drop_fraction, data, i)
+      elif self.static_shapes or kernels.in_xla_context():
         new_indices, source = self._static_update(target, step, values, indices,
                                                   drop_fraction, data, i)
       elif data is not None:
@@ -131,6 +137,26 @@ class CompressedUpdater:
 
   def _set_seed(self, target, step):
     return tf.stack([tf.constant(target.key, tf.int64), step + (1 << 40)])
+
+  def _fan_in_update(self, target, step, values, indices, drop_fraction, data, i):
+    """`min_fan_in` (dynamic shapes, as on the masked storage): RigL ranks by
+    ``|a^T d|``, SET by uniform scores drawn block by block (O(N) time)."""
+    weight = target.weight
+    if self.static_shapes or kernels.in_xla_context():
+      raise ValueError(
+          f"min_fan_in={self.min_fan_in} works with dynamic shapes only, not under XLA "
+          f"(compressed layer {weight.name}: jit_compile or TPUStrategy). Use "
+          "min_fan_in=0 there.")
+    block = weight.layer.block_size
+    if data is not None:
+      a, d = data[i]
+      blocks = _update.gradient_blocks(a, d, weight.n_rows, weight.n_cols, indices.dtype,
+                                       block)
+    else:
+      blocks = _update.random_blocks(weight.n_rows, weight.n_cols,
+                                     self._set_seed(target, step), indices.dtype, block)
+    return _fan_in.update(values, indices, weight.n_rows, weight.n_cols, drop_fraction,
+                          self.min_fan_in, blocks)
 
   def _static_update(self, target, step, values, indices, drop_fraction, data, i):
     """Under XLA (or `static_shapes`): the same choice with static shapes."""

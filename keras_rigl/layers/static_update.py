@@ -91,22 +91,12 @@ def rigl_grow_static(a, d, n_rows, n_cols, indices, still, max_count, block_elem
   k = int(max_count)
   k_block = min(k, block_size)
   lowest = tf.constant(-float("inf"), tf.float32)
-  big = tf.constant(tf.float32.max, tf.float32)
   padded_indices = tf.concat([indices, tf.fill([window], _max_of(pdt))], 0) if nnz < window \
       else indices
   padded_still = tf.concat([still, tf.zeros([window], tf.bool)], 0) if nnz < window else still
 
   def body(b, best_scores, best_positions):
-    first = tf.cast(b, pdt) * rows
-    if ids:
-      a_block = tf.one_hot(a - tf.cast(first, tf.int64), rows, dtype=tf.float32)
-    else:
-      a_block = tf.slice(a, [0, b * rows], [-1, rows])
-    scores = tf.abs(tf.matmul(a_block, d, transpose_a=True))  # [rows, n_cols]
-    real_row = tf.range(rows, dtype=pdt)[:, None] + first < n_rows
-    scores = tf.where(tf.math.is_nan(scores), -big, tf.minimum(scores, big))
-    scores = tf.reshape(tf.where(real_row, scores, lowest), [-1])
-    base = first * n_cols
+    scores, base = _update.block_scores(b, rows, a, d, ids, n_rows, n_cols, pdt)
     # The stored positions of this block lie in a window of at most
     # min(nnz, block) entries starting at the first one >= base.
     lo = tf.searchsorted(indices, tf.reshape(base, [1]), out_type=tf.int32)[0]

@@ -88,8 +88,7 @@ def grow_blocks(a, d, n_rows, n_cols, block_elements=None):
   `a` is padded to whole blocks of rows (float32), or flattened int64 ids for
   an embedding; `d` is float32. Shared by the dynamic and the static update.
   """
-  block_elements = int(block_elements or DEFAULT_BLOCK_ELEMENTS)
-  rows = max(1, min(n_rows, block_elements // n_cols))
+  rows = _rows_per_block(n_rows, n_cols, block_elements)
   n_blocks = -(-n_rows // rows)
   a = tf.convert_to_tensor(a)
   ids = a.dtype.is_integer
@@ -98,6 +97,75 @@ def grow_blocks(a, d, n_rows, n_cols, block_elements=None):
   else:
     a = tf.pad(tf.cast(a, tf.float32), [[0, 0], [0, n_blocks * rows - n_rows]])
   return rows, n_blocks, rows * n_cols, a, tf.cast(d, tf.float32), ids
+
+
+def _rows_per_block(n_rows, n_cols, block_elements):
+  block_elements = int(block_elements or DEFAULT_BLOCK_ELEMENTS)
+  return max(1, min(n_rows, block_elements // n_cols))
+
+
+def block_scores(b, rows, a, d, ids, n_rows, n_cols, dtype):
+  """Growth scores ``|a^T d|`` of row block `b`, flat, and the block's first position.
+
+  The one place both updates (`rigl_grow`, `static_update.rigl_grow_static`)
+  and the compressed `min_fan_in` update score a block. `rows`, `a`, `d`,
+  `ids` come from `grow_blocks`; `dtype` is the positions' int dtype. Scores
+  rank as `finite_scores` makes them (NaN lowest finite, Inf largest
+  finite); rows past `n_rows` (padding) score -inf.
+
+  Returns:
+    (float32 [rows * n_cols] scores in row-major order, the flat position of
+    their first entry as a `dtype` scalar).
+
+  Example:
+  >>> rows, n_blocks, _, a, d, ids = grow_blocks(tf.constant([[1., 2.]]),
+  ...                                            tf.constant([[3., -1.]]), 2, 2, 2)
+  >>> scores, base = block_scores(1, rows, a, d, ids, 2, 2, tf.int32)
+  >>> scores.numpy().tolist(), int(base)
+  ([6.0, 2.0], 2)
+  """
+  lowest = tf.constant(-float("inf"), tf.float32)
+  big = tf.constant(tf.float32.max, tf.float32)
+  first = tf.cast(b, dtype) * rows
+  if ids:
+    a_block = tf.one_hot(a - tf.cast(first, tf.int64), rows, dtype=tf.float32)  # [M, rows]
+  else:
+    a_block = tf.slice(a, [0, tf.cast(b, tf.int32) * rows], [-1, rows])
+  scores = tf.abs(tf.matmul(a_block, d, transpose_a=True))  # [rows, n_cols]
+  real_row = tf.range(rows, dtype=dtype)[:, None] + first < n_rows
+  scores = tf.where(tf.math.is_nan(scores), -big, tf.minimum(scores, big))
+  return tf.reshape(tf.where(real_row, scores, lowest), [-1]), first * n_cols
+
+
+def gradient_blocks(a, d, n_rows, n_cols, dtype, block_elements=None):
+  """``(rows, n_blocks, score_block)``: RigL's scores as `top_free` and
+  `keras_rigl.layers.fan_in` scan them (`score_block(b)` is `block_scores`)."""
+  rows, n_blocks, _, a, d, ids = grow_blocks(a, d, n_rows, n_cols, block_elements)
+  return rows, n_blocks, lambda b: block_scores(b, rows, a, d, ids, n_rows, n_cols, dtype)
+
+
+def random_blocks(n_rows, n_cols, seed, dtype, block_elements=None):
+  """``(rows, n_blocks, score_block)`` with uniform random scores in [0, 1).
+
+  The scores of block `b` come from a stateless Philox generator keyed by
+  `seed` (an int64 pair) folded with `b`: the same seed and block size give
+  the same numbers on every replica. Used where SET must rank every free
+  position (its `min_fan_in` update, O(N) time in blocks); plain SET growth
+  samples positions instead (`set_grow`, O(nnz)).
+  """
+  rows = _rows_per_block(n_rows, n_cols, block_elements)
+  n_blocks = -(-n_rows // rows)
+  seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
+
+  def score_block(b):
+    first = tf.cast(b, dtype) * rows
+    scores = tf.random.stateless_uniform([rows * n_cols], seed=tf.random.fold_in(seed, b, alg="philox"),
+                                         alg="philox")
+    real = tf.range(rows * n_cols, dtype=dtype) < (n_rows - first) * n_cols
+    return tf.where(real, scores, -float("inf")), first * n_cols
+
+  return rows, n_blocks, score_block
+
 
 def rigl_grow(a, d, n_rows, n_cols, kept_sorted, k, block_elements=None):
   """The `k` positions not in `kept_sorted` with the largest ``|a^T d|``.
@@ -125,10 +193,52 @@ def rigl_grow(a, d, n_rows, n_cols, kept_sorted, k, block_elements=None):
   >>> rigl_grow(a, d, 2, 3, tf.constant([1], tf.int64), 1).numpy().tolist()
   [2]
   """
-  rows, n_blocks, block_size, a, d, ids = grow_blocks(a, d, n_rows, n_cols, block_elements)
-  kept_sorted = tf.convert_to_tensor(kept_sorted)
-  if kept_sorted.dtype not in (tf.int32, tf.int64):
-    kept_sorted = tf.cast(kept_sorted, tf.int64)
+  kept_sorted = _positions_tensor(kept_sorted)
+  rows, n_blocks, score_block = gradient_blocks(a, d, n_rows, n_cols, kept_sorted.dtype,
+                                                block_elements)
+  return top_free(score_block, n_blocks, rows * n_cols, kept_sorted, k)
+
+
+def _positions_tensor(positions):
+  positions = tf.convert_to_tensor(positions)
+  if positions.dtype not in (tf.int32, tf.int64):
+    positions = tf.cast(positions, tf.int64)
+  return positions
+
+
+def without_kept(scores, base, block_size, kept_sorted):
+  """A block's flat `scores` with the positions of `kept_sorted` in it set to -inf.
+
+  The block covers positions [base, base + block_size); `kept_sorted` is
+  ascending (a search finds its part of the block: O(log nnz + kept here)).
+
+  Example:
+  >>> without_kept(tf.constant([1., 2., 3.]), 10, 3, tf.constant([4, 11, 20])).numpy().tolist()
+  [1.0, -inf, 3.0]
+  """
+  pdt = kept_sorted.dtype
+  base = tf.cast(base, pdt)
+  lo = tf.searchsorted(kept_sorted, tf.reshape(base, [1]), out_type=pdt)[0]
+  hi = tf.searchsorted(kept_sorted, tf.reshape(base + block_size, [1]), out_type=pdt)[0]
+  kept_here = kept_sorted[lo:hi] - base
+  return tf.tensor_scatter_nd_update(
+      scores, kept_here[:, None], tf.fill(tf.shape(kept_here), -float("inf")))
+
+
+def top_free(score_block, n_blocks, block_size, kept_sorted, k):
+  """The `k` best-scoring positions not in `kept_sorted`, scanning blocks.
+
+  Args:
+    score_block: ``b -> (float32 [block_size] scores, first position)`` for
+      b in [0, n_blocks) (`gradient_blocks`, `random_blocks`); blocks are
+      consecutive and ascending.
+    kept_sorted: ascending int positions that may not be chosen.
+    k: int32 scalar.
+
+  Returns:
+    [k] positions (kept_sorted's dtype), best first; ties to the lower position.
+  """
+  kept_sorted = _positions_tensor(kept_sorted)
   pdt = kept_sorted.dtype
   k = tf.cast(k, tf.int32)
   lowest = tf.constant(-float("inf"), tf.float32)
@@ -137,22 +247,8 @@ def rigl_grow(a, d, n_rows, n_cols, kept_sorted, k, block_elements=None):
   limit = 2 * k + block_size
 
   def body(b, buffer_scores, buffer_positions, threshold):
-    first = tf.cast(b, pdt) * rows
-    if ids:
-      a_block = tf.one_hot(a - tf.cast(first, tf.int64), rows, dtype=tf.float32)  # [M, rows]
-    else:
-      a_block = tf.slice(a, [0, b * rows], [-1, rows])
-    scores = tf.abs(tf.matmul(a_block, d, transpose_a=True))  # [rows, n_cols]
-    # As finite_scores: NaN lowest, Inf largest finite; padding rows -inf.
-    real_row = tf.range(rows, dtype=pdt)[:, None] + first < n_rows
-    scores = tf.where(tf.math.is_nan(scores), -big, tf.minimum(scores, big))
-    scores = tf.reshape(tf.where(real_row, scores, lowest), [-1])
-    base = first * n_cols
-    lo = tf.searchsorted(kept_sorted, tf.reshape(base, [1]), out_type=pdt)[0]
-    hi = tf.searchsorted(kept_sorted, tf.reshape(base + block_size, [1]), out_type=pdt)[0]
-    kept_here = kept_sorted[lo:hi] - base
-    scores = tf.tensor_scatter_nd_update(
-        scores, kept_here[:, None], tf.fill(tf.shape(kept_here), lowest))
+    scores, base = score_block(b)
+    scores = without_kept(scores, base, block_size, kept_sorted)
     # Candidates are buffered and cut down to the best k only when the buffer
     # holds more than 2k (+ one block): a selection over O(k) entries then
     # happens a few times per update rather than once per block. After a cut,

@@ -77,12 +77,7 @@ class DropGrowScheduler(MaskScheduler):
 
   def _find_targets(self):
     targets = super()._find_targets()
-    if self.min_fan_in and self._compressed:
-      names = sorted({t.weight.layer.name for t in self._compressed.targets})
-      raise ValueError(
-          f"{type(self).__name__}: min_fan_in={self.min_fan_in} is supported on the "
-          f"masked storage only, and the model has compressed layers {names}. Use "
-          "keras_rigl.sparsify(..., storage=\"masked\") or min_fan_in=0.")
+    self._compressed.min_fan_in = self.min_fan_in  # Compressed storage hook.
     return targets
 
   def _max_fraction(self):
@@ -183,8 +178,8 @@ class DropGrowScheduler(MaskScheduler):
     if self._compressed:
       raise ValueError(
           f"{name}: {what} is not supported with compressed storage (keras_rigl.layers "
-          "such as SparseDense); sparsify with storage=\"masked\" (the default) to "
-          "train it.")
+          f"such as SparseDense): {self._compressed_refusal()}; sparsify with "
+          "storage=\"masked\" (the default) to train it.")
     strategy = self.model.distribute_strategy
     if self.static_shapes or isinstance(strategy, tf.distribute.TPUStrategy):
       raise ValueError(
@@ -197,6 +192,11 @@ class DropGrowScheduler(MaskScheduler):
   def _feature(self):
     """How errors name what needs redistribution / gradient taps."""
     return f"redistribution={self.redistribution!r}"
+
+  def _compressed_refusal(self):
+    """Why compressed layers cannot run this (docs/compressed_schedulers.md)."""
+    return ("it moves connections between layers, and a compressed layer stores a "
+            "fixed number of entries")
 
   def _enable_gradient_taps(self):
     """Makes every wrapper feed a dense-gradient EMA from the training pass."""

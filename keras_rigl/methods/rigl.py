@@ -90,7 +90,8 @@ class RigLScheduler(DropGrowScheduler):
       `keras_rigl.masks.min_fan_in_update`; clamped per weight to
       ``n_active // units``). At high sparsity RigL otherwise cuts units off
       for good (a ReLU unit without inputs gets no gradient).
-      Masked storage only, dynamic shapes only (not under TPUStrategy).
+      Both storages (compressed: `keras_rigl.layers.fan_in`, same
+      connections), dynamic shapes only (not under TPUStrategy).
 
   Logs ``drop_fraction``, ``mask_change`` (fraction of mask entries that
   changed at the last update) and ``skipped_updates`` into the epoch logs;

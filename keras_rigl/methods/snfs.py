@@ -58,8 +58,10 @@ class SNFSScheduler(DropGrowScheduler):
   update step that comes before any training step has fed the momentum
   (step 0, or the first step of a resumed run) is skipped: there is nothing
   to rank by yet.
-  Masked storage only (`keras_rigl.sparsify`'s default); not under
-  TPUStrategy (layer counts moving needs dynamic shapes).
+  Masked storage only (`keras_rigl.sparsify`'s default: compressed layers
+  cannot hold the dense momentum it grows by, nor move their counts; see
+  docs/compressed_schedulers.md); not under TPUStrategy (layer counts moving
+  needs dynamic shapes).
 
   Args:
     update_freq: steps between mask updates.
@@ -135,6 +137,16 @@ class SNFSScheduler(DropGrowScheduler):
 
   def _feature(self):
     return "SNFS (SNFSScheduler)"
+
+  def _compressed_refusal(self):
+    # docs/compressed_schedulers.md: why no exact O(nnz) form exists.
+    why = ("it grows where the moving average of the dense gradient is largest, at "
+           "inactive positions too: a state of the dense kernel's size, which compressed "
+           "storage never holds")
+    if self.redistribution is not None:
+      why += "; and it moves connections between layers, while a compressed layer stores " \
+             "a fixed number of entries"
+    return why
 
   def _grow_scores(self, step, source):
     return [abs(self._momentum(t)) for t in self._targets]

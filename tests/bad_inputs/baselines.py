@@ -95,7 +95,8 @@ ROWS += [
              ("takes no data", "update_freq=100"),
              "A dataset passed first, as to RigLScheduler (SNFS needs none)."),
     BadInput("snfs/compressed_storage", lambda: _fit_compressed(kr.SNFSScheduler(update_freq=1)),
-             ValueError, ("SNFS", "compressed", 'storage="masked"'),
+             ValueError, ("SNFS", "compressed", "dense gradient", "fixed number",
+                          'storage="masked"'),
              "SNFS on a model sparsified with storage='compressed'."),
     BadInput("rigl/redistribution_unknown",
              lambda: kr.RigLScheduler(_data12(), redistribution="magnitude"), ValueError,
@@ -108,20 +109,14 @@ ROWS += [
     BadInput("rigl/redistribution_compressed",
              lambda: _fit_compressed(kr.RigLScheduler(_data12(), update_freq=1,
                                                       redistribution="gradient")),
-             ValueError, ("redistribution='gradient'", "compressed", 'storage="masked"'),
+             ValueError, ("redistribution='gradient'", "compressed", "fixed number",
+                          'storage="masked"'),
              "RigL redistribution on a model sparsified with storage='compressed'."),
     BadInput("rigl/redistribution_with_min_fan_in",
              lambda: kr.RigLScheduler(_data12(), redistribution="momentum", min_fan_in=1),
              ValueError, ("min_fan_in=1", "redistribution='momentum'"),
              "RigL with both min_fan_in and redistribution (not combined yet)."),
 ]
-
-
-def _fit_compressed_with_min_fan_in():
-  model = kr.sparsify(_lenet(), 0.9, "uniform", storage="compressed")
-  model.compile("sgd", _ce())
-  model.fit(_toy_data(), epochs=1, verbose=0,
-            callbacks=[kr.SETScheduler(update_freq=2, end_step=2, min_fan_in=1)])
 
 
 ROWS += [
@@ -150,7 +145,4 @@ ROWS += [
                                     max_update=4, min_fan_in=1),
              ValueError, ("min_fan_in", "max_update", "min_fan_in=0"),
              "min_fan_in with static shapes (max_update, as under TPUStrategy)."),
-    BadInput("min_fan_in/compressed_storage", _fit_compressed_with_min_fan_in, ValueError,
-             ("min_fan_in", "compressed", "storage=\"masked\""),
-             "min_fan_in on a model with compressed layers (masked storage only)."),
 ]
