@@ -24,7 +24,8 @@ Variants (--variants, comma separated):
                    per update in the window, is the cost of one update.
 
 Ratios (x / dense, rigl / static) are taken within each repeat, then the
-median over repeats. A table is printed and appended to
+median over repeats, for wall time and for the process's CPU time (which other
+jobs on the machine disturb far less than wall time). A table is printed and appended to
 benchmarks/results/imagenet_compiled.md with the machine load.
 
   python benchmarks/imagenet_compiled.py --data_dir=/tmp/fake_imagenet
@@ -114,7 +115,8 @@ def _worker(f):
       self.ends = []
 
     def on_train_batch_end(self, batch, logs=None):
-      self.ends.append((int(self.model.optimizer.iterations.numpy()), time.perf_counter()))
+      self.ends.append((int(self.model.optimizer.iterations.numpy()), time.perf_counter(),
+                        time.process_time()))
 
   clock = Clock()
   config = recipes.get_config(name).replace(
@@ -127,12 +129,13 @@ def _worker(f):
         image_size=f.image_size, steps_per_epoch=f.train_steps, eval_steps=1,
         data_dir=f.data_dir, model_dir=model_dir, verbose=0, print_report=False)
     report = recipes.run(config, options, callbacks=[clock])
-  (first_step, first), (last_step, last) = clock.ends[0], clock.ends[-1]
+  (first_step, first, first_cpu), (last_step, last, last_cpu) = clock.ends[0], clock.ends[-1]
   updates = [u["step"] for u in report.get("mask_updates", [])]
   in_window = [s for s in updates if first_step <= s < last_step]
   print("RESULT " + json.dumps({
       "config": name, "variant": variant, "steps": last_step - first_step,
       "step_ms": 1000 * (last - first) / (last_step - first_step),
+      "cpu_ms": 1000 * (last_cpu - first_cpu) / (last_step - first_step),
       "updates_in_window": len(in_window), "updates": updates}), flush=True)
 
 
@@ -169,22 +172,25 @@ def _table(f, runs, load_before, load_after):
            f"update_freq {f.update_freq}, MirroredStrategy over {f.cpu_devices} logical "
            f"CPUs, jit_compile; {f.repeats} interleaved repeats, medians. Load (1/5/15 "
            f"min) before: {load_before}; after: {load_after}.\n",
-           "| config | variant | step ms (median) | runs | x / dense | updates in window |",
-           "|---|---|---|---|---|---|"]
+           "| config | variant | step ms (median) | runs | x / dense | CPU ms/step (median) "
+           "| CPU x / dense | updates in window |",
+           "|---|---|---|---|---|---|---|---|"]
   per_update = []
   for config in f.configs:
-    def times(variant):
-      return [r["step_ms"] for r in runs if r["config"] == config and r["variant"] == variant]
-    dense = times("dense")
+    def times(variant, key="step_ms"):
+      return [r[key] for r in runs if r["config"] == config and r["variant"] == variant]
+    dense, dense_cpu = times("dense"), times("dense", "cpu_ms")
     for variant in f.variants:
-      t = times(variant)
-      ratio = "-"
+      t, cpu = times(variant), times(variant, "cpu_ms")
+      ratio = cpu_ratio = "-"
       if dense and variant != "dense":
         ratio = f"{statistics.median(a / b for a, b in zip(t, dense)):.3f}"
+        cpu_ratio = f"{statistics.median(a / b for a, b in zip(cpu, dense_cpu)):.3f}"
       updates = [r["updates_in_window"] for r in runs
                  if r["config"] == config and r["variant"] == variant]
       lines.append(f"| {config} | {variant} | {statistics.median(t):.1f} | "
-                   f"{', '.join(f'{x:.0f}' for x in t)} | {ratio} | {max(updates)} |")
+                   f"{', '.join(f'{x:.0f}' for x in t)} | {ratio} | "
+                   f"{statistics.median(cpu):.1f} | {cpu_ratio} | {max(updates)} |")
     with_update, without = times("rigl"), times("rigl_no_update")
     if with_update and without:
       n = max(r["updates_in_window"] for r in runs
@@ -214,8 +220,8 @@ def main(argv):
       for variant in f.variants:
         result = _run_one(f, config, variant)
         runs.append(result)
-        print(f"repeat {repeat}: {config} {variant}: {result['step_ms']:.1f} ms/step "
-              f"(updates {result['updates']})", flush=True)
+        print(f"repeat {repeat}: {config} {variant}: {result['step_ms']:.1f} ms/step, "
+              f"CPU {result['cpu_ms']:.1f} ms/step (updates {result['updates']})", flush=True)
   table = _table(f, runs, load_before, _load())
   print(table)
   if f.results:

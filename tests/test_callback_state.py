@@ -117,3 +117,21 @@ def test_end_step_none_is_resolved_once_and_survives_resume():
   again.restore_resume_state(meta, arrays)
   assert again._end_step == 12 and again.updates == scheduler.updates  # pylint: disable=protected-access
   del model
+
+
+def test_gradient_tap_state_round_trips_under_mirrored_strategy(mirrored_strategy):
+  # SNFS / momentum redistribution resume: the saved momentum is the sum over
+  # replicas; restoring gives each replica its share, so the sum (what the
+  # update reads) is the saved one, on every replica count.
+  from keras_rigl.methods.gradient_tap import GradientTap
+  saved = np.arange(6, dtype=np.float32).reshape(2, 3)
+  with mirrored_strategy.scope():
+    tap = GradientTap((2, 3), momentum=0.9, step=tf.Variable(0, dtype=tf.int64))
+    tap.restore(saved, np.int64(41))
+  buffer, last_step = tap.state()
+  np.testing.assert_array_equal(buffer, saved)
+  assert int(last_step) == 41
+  shares = [np.asarray(v) for v in tap.buffer.values]
+  assert len(shares) == 2
+  for share in shares:
+    np.testing.assert_array_equal(share, saved / 2)
