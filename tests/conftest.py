@@ -38,10 +38,13 @@ def shared_mirrored_strategy():
   return _MIRRORED[0]
 
 
-# Python's garbage collector: time spent in it per test, and a clean Keras
-# session after every test module. Without the reset, the graphs of ~900 tests
-# stay alive and a few late tests (a tiny MLP's fit, say) spent over a minute
-# in full collections; the summary names any test that still does.
+# Python's garbage collector. TensorFlow objects that die in a collection
+# (traced functions above all) are expensive to destroy, and the longer the
+# process runs the more each costs: left to the collector's own rhythm, single
+# late tests spent 15-60 s in one collection. Collecting after every test keeps
+# each collection small; the objects alive once TensorFlow and Keras are
+# imported are frozen out of every collection. The summary names any test that
+# still spends over 5 s collecting.
 _GC_SECONDS = {"current": 0.0, "started": None}
 _GC_SLOW = []
 
@@ -55,10 +58,12 @@ def _gc_timer(phase, info):  # pylint: disable=unused-argument
 
 
 gc.callbacks.append(_gc_timer)
+gc.collect()
+gc.freeze()
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_call(item):
+def pytest_runtest_protocol(item, nextitem):  # pylint: disable=unused-argument
   _GC_SECONDS["current"] = 0.0
   yield
   if _GC_SECONDS["current"] > 5.0:
@@ -70,11 +75,16 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_line(f"gc: {seconds:.1f} s in garbage collection during {nodeid}")
 
 
+@pytest.fixture(autouse=True)
+def _collect_garbage_after_each_test():
+  yield
+  gc.collect()
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _fresh_keras_session_per_module():
   yield
   keras.backend.clear_session()
-  gc.collect()
 
 
 @pytest.fixture
