@@ -10,6 +10,7 @@ Example:
 from absl import logging
 import tensorflow as tf
 
+from keras_rigl import backend
 from keras_rigl._keras import FLAVOUR
 from keras_rigl.recipes.errors import SetupError
 
@@ -24,6 +25,10 @@ def make_strategy(name, tpu=None):
   TF_CONFIG (tf_keras only for more than one worker). Example in the module
   docstring.
   """
+  backend.require_tensorflow(
+      f"tf.distribute strategies (strategy {name!r})",
+      "Train on one device with model.fit (keras_rigl has no multi-device "
+      "support on this backend yet).")
   if name == "multi_worker":
     # Before anything starts the TF runtime: collectives are configured then.
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
