@@ -358,7 +358,7 @@ class MaskScheduler(_UpdateTiming, keras.callbacks.Callback):
       for slot in target.slots:
         value = _keras.variable_tensor(slot)
         slot.assign(ops.where(changed, ops.zeros_like(value), value))
-      changed_total += float(ops.sum(ops.cast(changed, "float32")))
+      changed_total += int(ops.sum(ops.cast(changed, "int32")))
     return changed_total / max(size_total, 1), np.asarray(finite_flags, bool)
 
   # --- the update ---------------------------------------------------------
