@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh Debian machine:
 #   make train   RigL training run (LeNet-300-100 on Fashion-MNIST, 90% ERK)
-#   make test    the test suite, in both Keras flavours
+#   make test    the test suite, in both Keras flavours, then the
+#                backend-neutral tests (tests/backends) on Keras 3's JAX backend
 # Both create .venv and install what they need on first use.
 
 VENV ?= .venv
@@ -13,7 +14,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TRAIN_FLAGS ?=
 PYTEST_FLAGS ?= -q
 
-.PHONY: setup data corpus train train-lm test test-keras3 test-tf-keras benchmarks clean
+.PHONY: setup data corpus train train-lm test test-keras3 test-tf-keras test-jax test-torch \
+  jax torch benchmarks clean
 
 setup: $(VENV)/.installed
 
@@ -44,7 +46,10 @@ train-lm: setup corpus
 
 # Keras 3 (the default) first, then tf_keras (TF_USE_LEGACY_KERAS=1); each
 # runs the tests, then every docstring example in keras_rigl as a doctest.
-test: test-keras3 test-tf-keras
+# Then tests/backends again on Keras 3's JAX backend (installs jax, pinned in
+# constraints.txt, when it is missing). tests/backends runs in the two
+# TensorFlow passes too: it is backend-neutral.
+test: test-keras3 test-tf-keras test-jax
 
 test-keras3: setup data
 	$(PY) -m pytest $(PYTEST_FLAGS)
@@ -53,6 +58,20 @@ test-keras3: setup data
 test-tf-keras: setup data
 	TF_USE_LEGACY_KERAS=1 $(PY) -m pytest $(PYTEST_FLAGS)
 	TF_USE_LEGACY_KERAS=1 $(PY) -m pytest $(PYTEST_FLAGS) --doctest-modules keras_rigl
+
+jax: setup
+	$(PY) -c "import jax" 2>/dev/null || $(PY) -m pip install -q -c constraints.txt "jax[cpu]"
+
+test-jax: jax data
+	KERAS_BACKEND=jax $(PY) -m pytest $(PYTEST_FLAGS) tests/backends
+
+# PyTorch is not part of `make test` (its Linux wheel on PyPI brings the CUDA
+# libraries, several GB); tests/backends skips its torch comparison without it.
+torch: setup
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q -c constraints.txt torch
+
+test-torch: torch data
+	KERAS_BACKEND=torch $(PY) -m pytest $(PYTEST_FLAGS) tests/backends
 
 benchmarks: setup data
 	$(PY) benchmarks/epoch_time.py

@@ -68,6 +68,25 @@ def substitute_effective_weights(tensors):
     _substitutes.tensors = previous
 
 
+@contextlib.contextmanager
+def dense_weight_gradients():
+  """Inside the block, the gradient of ``W * M`` w.r.t. ``W`` is dense (JAX/PyTorch).
+
+  The wrappers compute ``W + stop_gradient(W * M - W)``: the same value as
+  ``W * M`` (exactly: ``W + 0`` and ``W - W``), but the gradient with
+  respect to ``W`` is the dense ``dL/d(W * M)``. The in-step RigL update on
+  JAX (`keras_rigl.backend.jax_in_step`) traces its train step inside this
+  block, takes its grow scores from that gradient and masks it before the
+  optimizer applies it. Thread-local.
+  """
+  previous = getattr(_substitutes, "dense", False)
+  _substitutes.dense = True
+  try:
+    yield
+  finally:
+    _substitutes.dense = previous
+
+
 # Which weights a layer type masks, and their ER/ERK shapes, come from the
 # layer registry (`keras_rigl.layer_registry`): these names are kept for the
 # modules and tests that import them from here.
@@ -369,14 +388,17 @@ class SparseWrapper(_L.Wrapper):
     """`call` on JAX / PyTorch: ``W * M`` in keras.ops (no gradient taps)."""
     ops = keras.ops
     substitutes = getattr(_substitutes, "tensors", None) or {}
+    dense = getattr(_substitutes, "dense", False)
     originals = []
     compute_dtype = self.layer.compute_dtype
     try:
       for index, (owner, attribute, _, weight, mask) in enumerate(self._specs):
         effective = substitutes.get((id(self), index))
         if effective is None:
-          effective = ops.multiply(_keras.variable_tensor(weight),
-                                   _keras.variable_tensor(mask))
+          w, m = _keras.variable_tensor(weight), _keras.variable_tensor(mask)
+          effective = ops.multiply(w, m)
+          if dense:
+            effective = ops.add(w, ops.stop_gradient(ops.subtract(effective, w)))
         if ops.dtype(effective) != compute_dtype:
           effective = ops.cast(effective, compute_dtype)
         originals.append((owner, attribute, getattr(owner, attribute)))

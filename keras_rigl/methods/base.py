@@ -196,12 +196,16 @@ class MaskScheduler(_UpdateTiming, keras.callbacks.Callback):
 
   def on_train_begin(self, logs=None):
     if self.in_step:
+      if backend.NAME == "jax":
+        from keras_rigl.backend import jax_in_step  # pylint: disable=g-import-not-at-top
+        jax_in_step.attach(self)
+        return
       backend.require_tensorflow(
           f"{type(self).__name__}'s update inside the train step (grow scores from "
-          "the training step's own gradient)",
+          "the training step's own gradient; TensorFlow and JAX)",
           f"Pass data=... to {type(self).__name__} (batches of the training set, "
-          "e.g. a batched tf.data.Dataset or a list of numpy (x, y) batches): its "
-          "grow scores then come from a separate pass, which runs on every backend.")
+          "e.g. a list of numpy (x, y) batches): its grow scores then come from a "
+          "separate pass, which runs on every backend.")
       _in_step.attach(self)
       return
     spe = _keras.steps_per_execution(self.model)

@@ -176,6 +176,58 @@ def test_rigl_grows_the_largest_dense_gradient():
   np.testing.assert_array_equal(np.asarray(mask).ravel() > 0, expected)
 
 
+def test_rigl_in_step_grows_the_largest_step_gradient():
+  """RigLScheduler() without data: grow scores from the update step's own batch."""
+  keras.utils.set_random_seed(0)
+  model = kr.sparsify(keras.Sequential([keras.Input((12,)), keras.layers.Dense(3)]),
+                      0.75, "uniform")
+  model.compile(keras.optimizers.SGD(0.0), keras.losses.MeanSquaredError())
+  x, _ = data(32)
+  target = x[:, :3] * 2.0
+  weight, mask = model.layers[0].masked_weights[0]
+  w = np.asarray(weight) * np.asarray(mask)
+  residual = x @ w + np.asarray(model.layers[0].layer.bias) - target
+  grad = 2.0 * x.T @ residual / residual.size
+  expected = np.zeros(grad.size, bool)
+  expected[np.argsort(-np.abs(grad).ravel(), kind="stable")[:int(np.asarray(mask).sum())]] = True
+  rigl = kr.RigLScheduler(update_freq=1, drop_fraction=1.0,
+                          drop_fraction_schedule="constant", end_step=0)
+  model.fit(x, target, batch_size=32, epochs=1, callbacks=[rigl], verbose=0)
+  rigl.sync_updates()
+  assert rigl.updates == 1
+  np.testing.assert_array_equal(np.asarray(mask).ravel() > 0, expected)
+
+
+@pytest.mark.skipif(backend.NAME == "torch", reason="the in-step update runs on "
+                    "TensorFlow and JAX; PyTorch takes RigLScheduler(data, ...)")
+@pytest.mark.parametrize("optimizer", ["sgd_momentum", "adam"])
+def test_rigl_in_step_counts_and_dropped_slots(optimizer):
+  x, y = data()
+  model = sparse_mlp()
+  opt = (keras.optimizers.SGD(0.1, momentum=0.9) if optimizer == "sgd_momentum"
+         else keras.optimizers.Adam(0.01))
+  model.compile(opt, ce())
+  counts = ones(model)
+  snapshot = Snapshot()
+  rigl = kr.RigLScheduler(update_freq=2, drop_fraction=0.3, end_step=6)
+  model.fit(x, y, batch_size=32, epochs=2, callbacks=[rigl, snapshot], verbose=0)
+  rigl.sync_updates()
+  assert rigl.updates == 4 and [s for s, _ in rigl.update_history] == [0, 2, 4, 6]
+  assert all(change > 0 for _, change in rigl.update_history[:3])
+  assert ones(model) == counts
+  assert_inactive_zero(model)
+  # The update at step 2 runs inside the third train step, which then applies
+  # gradients masked by the new masks: dropped entries keep zero weights and slots.
+  dropped_any = False
+  for (_, m0, _), (w1, m1, slots1) in zip(snapshot.states[2], snapshot.states[3]):
+    dropped = (m0 == 1) & (m1 == 0)
+    dropped_any |= dropped.any()
+    assert np.all(w1[dropped] == 0)
+    for s1 in slots1:
+      assert np.all(s1[dropped] == 0)
+  assert dropped_any
+
+
 def test_set_and_pruning_train():
   x, y = data()
   model = sparse_mlp()
@@ -241,8 +293,16 @@ def test_tensorflow_only_features_say_so():
                                   0.5, storage="compressed"),
               lambda: kr.recipes.strategy.make_strategy("auto"),
               lambda: model.fit(x, y, verbose=0, callbacks=[
-                  kr.RigLScheduler(update_freq=2, end_step=4)]),
-              lambda: model.fit(x, y, verbose=0, callbacks=[
                   kr.RigLScheduler(batches(x, y), end_step=4, min_fan_in=1)])):
     with pytest.raises(backend.TensorFlowOnlyError, match=f"KERAS_BACKEND='{BACKEND}'"):
       use()
+
+
+@pytest.mark.skipif(backend.NAME != "torch", reason="the in-step update runs on "
+                    "TensorFlow and JAX")
+def test_rigl_in_step_needs_data_on_torch():
+  model = sparse_mlp()
+  model.compile("sgd", ce())
+  x, y = data(32)
+  with pytest.raises(backend.TensorFlowOnlyError, match="data="):
+    model.fit(x, y, verbose=0, callbacks=[kr.RigLScheduler(update_freq=2, end_step=4)])
