@@ -34,7 +34,8 @@ import numpy as np  # pylint: disable=unused-import (the examples use it)
 
 from keras_rigl._keras import keras
 
-ops = keras.ops
+# Keras 3 only (tf_keras has no keras.ops and uses keras_rigl.masks).
+ops = getattr(keras, "ops", None)
 
 _FLOAT32_MAX = 3.4028234663852886e38
 
