@@ -133,7 +133,7 @@ class JaxInStepUpdate:
       changed_counts.append(ops.sum(ops.cast(changed, "int32")))
       finite_flags.append(finite)
     jax.debug.callback(self._record, step, ops.stack(changed_counts),
-                       ops.stack(finite_flags), ordered=True)
+                       ops.stack(finite_flags))
     return trainable, optimizer_variables, masks
 
   def _apply(self, original_apply, masks_in, cell):
