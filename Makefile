@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh Debian machine:
 #   make train   RigL training run (LeNet-300-100 on Fashion-MNIST, 90% ERK)
-#   make test    the test suite, in both Keras flavours
+#   make test    the test suite, in both Keras flavours, then the
+#                backend-neutral tests (tests/backends) on Keras 3's JAX backend
 # Both create .venv and install what they need on first use.
 
 VENV ?= .venv
@@ -13,7 +14,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TRAIN_FLAGS ?=
 PYTEST_FLAGS ?= -q
 
-.PHONY: setup data corpus train train-lm test test-keras3 test-tf-keras benchmarks clean
+.PHONY: setup data corpus train train-lm test test-keras3 test-tf-keras test-jax test-torch \
+  jax torch benchmarks clean
 
 setup: $(VENV)/.installed
 
@@ -42,12 +44,15 @@ $(CORPUS):
 train-lm: setup corpus
 	$(PY) examples/train_lm.py $(TRAIN_FLAGS)
 
-# Keras 3 (the default) and tf_keras (TF_USE_LEGACY_KERAS=1), as two jobs at
-# once (each target's output is printed whole when it ends); each runs the
-# tests, then every docstring example in keras_rigl as a doctest. Two at once
-# take about 15 minutes on 2 cores, where one after the other took over 30.
+# Keras 3 (the default) and tf_keras (TF_USE_LEGACY_KERAS=1), two jobs at a
+# time (each target's output is printed whole when it ends); each runs the
+# tests, then every docstring example in keras_rigl as a doctest. Then
+# tests/backends on Keras 3's JAX backend (installs jax, pinned in
+# constraints.txt, when it is missing); tests/backends runs in the two
+# TensorFlow passes too: it is backend-neutral. Two at once take about 15
+# minutes on 2 cores, where one after the other took over 30.
 test: setup data
-	$(MAKE) --no-print-directory -j2 --output-sync=target test-keras3 test-tf-keras
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-keras3 test-tf-keras test-jax
 
 test-keras3: setup data
 	$(PY) -m pytest $(PYTEST_FLAGS)
@@ -56,6 +61,20 @@ test-keras3: setup data
 test-tf-keras: setup data
 	TF_USE_LEGACY_KERAS=1 $(PY) -m pytest $(PYTEST_FLAGS)
 	TF_USE_LEGACY_KERAS=1 $(PY) -m pytest $(PYTEST_FLAGS) --doctest-modules keras_rigl
+
+jax: setup
+	$(PY) -c "import jax" 2>/dev/null || $(PY) -m pip install -q -c constraints.txt "jax[cpu]"
+
+test-jax: jax data
+	KERAS_BACKEND=jax $(PY) -m pytest $(PYTEST_FLAGS) tests/backends
+
+# PyTorch is not part of `make test` (its Linux wheel on PyPI brings the CUDA
+# libraries, several GB); tests/backends skips its torch comparison without it.
+torch: setup
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q -c constraints.txt torch
+
+test-torch: torch data
+	KERAS_BACKEND=torch $(PY) -m pytest $(PYTEST_FLAGS) tests/backends
 
 benchmarks: setup data
 	$(PY) benchmarks/epoch_time.py

@@ -17,6 +17,9 @@ the intrinsic cost):
   set      static + SETScheduler(update_freq=100)
   tfmot    tfmot.prune_low_magnitude at 90% (tf_keras flavour only)
 
+Runs on Keras 3's JAX backend too (KERAS_BACKEND=jax: the input stays a
+tf.data pipeline on the host, which Keras's JAX trainer reads as numpy).
+
 Variants run twice in mirrored order (dense, static, ..., static, dense) so
 that drift in machine speed cancels out. Ratios are over dense in this run.
 
@@ -125,7 +128,8 @@ def table(variants, train_data, steps, per_epoch):
     cpu[variant] += epoch_cpu[1:]
     print(f"  {variant:7s} epochs {['%.2f' % t for t in epoch_times]}", flush=True)
   base = statistics.median(times["dense"]) if "dense" in times else None
-  print(f"\nLeNet-300-100, Fashion-MNIST, batch {FLAGS.batch_size}, {FLAVOUR}, "
+  print(f"\nLeNet-300-100, Fashion-MNIST, batch {FLAGS.batch_size}, {FLAVOUR}"
+        f"{'' if kr.backend.IS_TENSORFLOW else '/' + kr.backend.NAME}, "
         f"{FLAGS.sparsity:.0%} ERK, {'one fit call per epoch' if per_epoch else 'one fit'}, "
         f"median of {len(times[variants[0]])} epochs")
   best = min(times["dense"]) if "dense" in times else None

@@ -1,5 +1,6 @@
 """keras-rigl: dynamic sparse training (RigL) for Keras 3 and tf_keras."""
 
+from keras_rigl import backend
 from keras_rigl import data
 from keras_rigl import layer_registry
 from keras_rigl import layers

@@ -55,11 +55,10 @@ if USE_LEGACY_KERAS:
 else:
   import keras  # pylint: disable=g-import-not-at-top
   IS_KERAS3 = True
-  if keras.backend.backend() != "tensorflow":
-    raise ImportError(
-        "keras_rigl needs the TensorFlow backend of Keras 3, but KERAS_BACKEND="
-        f"{keras.backend.backend()!r}. Unset KERAS_BACKEND or set it to "
-        "'tensorflow'.")
+
+# The Keras backend ("tensorflow", "jax" or "torch"); tf_keras is TensorFlow.
+# keras_rigl.backend holds everything that depends on it.
+BACKEND = keras.backend.backend() if IS_KERAS3 else "tensorflow"
 
 FLAVOUR = "tf_keras" if USE_LEGACY_KERAS else "keras3"
 
@@ -123,7 +122,11 @@ def add_mask_weight(layer, name, shape, dtype, initializer):
 
 
 def variable_tensor(variable):
-  """The current value of a Keras (3 or 2) variable as a tf.Tensor."""
+  """The current value of a Keras (3 or 2) variable as a backend tensor.
+
+  A tf.Tensor on TensorFlow, a jax.Array / torch.Tensor on the other
+  Keras 3 backends.
+  """
   if IS_KERAS3 and isinstance(variable, keras.Variable):
     return variable.value
   return tf.convert_to_tensor(variable)

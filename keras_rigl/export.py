@@ -13,6 +13,7 @@ import tempfile
 import tensorflow as tf
 
 from keras_rigl import _keras
+from keras_rigl import backend
 from keras_rigl.surgery import strip
 
 EXPORT_FORMATS = ("saved_model", "tflite")
@@ -80,6 +81,10 @@ def export(model, path, format="saved_model", overwrite=False):  # pylint: disab
   >>> os.path.getsize(path) > 0
   True
   """
+  backend.require_tensorflow(
+      f"keras_rigl.export (format={format!r}: SavedModel/TFLite)",
+      "Use keras_rigl.strip(model) and then model.export(path) (Keras's own "
+      "exporter for this backend) or keras.saving.save_model(model, 'model.keras').")
   if format not in EXPORT_FORMATS:
     raise ValueError(f"Unknown export format {format!r}; use one of {EXPORT_FORMATS}.")
   try:

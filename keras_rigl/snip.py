@@ -10,10 +10,12 @@ import numpy as np
 import tensorflow as tf
 
 from keras_rigl import _keras
+from keras_rigl import backend
 from keras_rigl._keras import keras
 from keras_rigl.distributions import DISTRIBUTIONS, check_sparsity, num_zeros
 from keras_rigl.surgery import sparsify, walk_layers
-from keras_rigl.wrapper import SparseWrapper, capture_effective_weights
+from keras_rigl.wrapper import (SparseWrapper, capture_effective_weights,
+                                substitute_effective_weights)
 
 SNIP_DISTRIBUTIONS = ("global",) + DISTRIBUTIONS
 
@@ -68,6 +70,8 @@ def _loss_function(model, loss):
 
 def _sensitivities(model, loss_fn, batches):
   """{(wrapper, index): |sum of dL/dW * W|} over the batches, in numpy."""
+  if not backend.IS_TENSORFLOW:
+    return _portable_sensitivities(model, loss_fn, batches)
   totals = {}
   for batch in batches:
     x, y, sample_weight = _keras.unpack_batch(batch)
@@ -91,6 +95,37 @@ def _sensitivities(model, loss_fn, batches):
         continue
       key = (id(wrapper), index)
       totals[key] = totals.get(key, 0.0) + np.asarray(tf.convert_to_tensor(grad), np.float64)
+  return totals
+
+
+def _portable_sensitivities(model, loss_fn, batches):
+  """`_sensitivities` on JAX / PyTorch, through the backend seam."""
+  keys = [(layer, index) for layer in walk_layers(model) if isinstance(layer, SparseWrapper)
+          for index in range(len(layer.masked_weights))]
+  totals = {}
+  for batch in batches:
+    x, y, sample_weight = _keras.unpack_batch(batch)
+    if y is None:
+      raise ValueError("snip data must yield (x, y) batches: labels are needed for the loss.")
+    y = keras.ops.convert_to_tensor(np.asarray(y))
+    if sample_weight is not None:
+      sample_weight = keras.ops.convert_to_tensor(np.asarray(sample_weight))
+
+    def loss_of(y_pred, y=y, sample_weight=sample_weight):
+      loss = loss_fn(y, y_pred, sample_weight=sample_weight) if sample_weight is not None \
+          else loss_fn(y, y_pred)
+      return keras.ops.mean(loss)
+
+    try:
+      grads = backend.loss_gradients(model, x, loss_of, keys, substitute_effective_weights)
+    except (ValueError, TypeError) as error:
+      raise ValueError(
+          f"snip data does not fit the model or the loss: {error}\nFix: pass batches "
+          "like the ones fit trains on (same features, labels in the loss's format, "
+          "e.g. integer labels for a sparse loss).") from error
+    for (wrapper, index), grad in zip(keys, grads):
+      key = (id(wrapper), index)
+      totals[key] = totals.get(key, 0.0) + np.asarray(grad, np.float64)
   return totals
 
 
@@ -216,5 +251,10 @@ def _best(scores, count):
 
 def _set_mask(target, chosen):
   layer, _, _, mask = target
+  if not backend.IS_TENSORFLOW:
+    mask.assign(chosen.reshape(tuple(mask.shape)).astype(
+        keras.backend.standardize_dtype(mask.dtype)))
+    layer.apply_masks()
+    return
   mask.assign(tf.cast(chosen.reshape(tuple(mask.shape)), mask.dtype))
   layer.apply_masks()

@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_rigl import _keras
+from keras_rigl import backend
 from keras_rigl import layer_registry
 from keras_rigl._keras import keras
 from keras_rigl._records import recording
@@ -34,6 +35,7 @@ SUPPORTED_LAYERS = layer_registry.builtin_types()
 MASK_INIT_CHOICES = ("random", "dense")
 
 _capture = threading.local()
+_substitutes = threading.local()
 
 
 @contextlib.contextmanager
@@ -47,6 +49,42 @@ def capture_effective_weights():
   """
   with recording(_capture) as records:
     yield records
+
+
+@contextlib.contextmanager
+def substitute_effective_weights(tensors):
+  """Inside the block, wrappers compute with given tensors instead of ``W * M``.
+
+  `tensors` maps ``(id(wrapper), index)`` to a tensor of that weight's shape.
+  The backend seam (`keras_rigl.backend.training_loss_gradients`) takes
+  the gradient of the loss with respect to these tensors on JAX and PyTorch:
+  that is the dense gradient RigL grows from. Thread-local.
+  """
+  previous = getattr(_substitutes, "tensors", None)
+  _substitutes.tensors = dict(tensors)
+  try:
+    yield
+  finally:
+    _substitutes.tensors = previous
+
+
+@contextlib.contextmanager
+def dense_weight_gradients():
+  """Inside the block, the gradient of ``W * M`` w.r.t. ``W`` is dense (JAX/PyTorch).
+
+  The wrappers compute ``W + stop_gradient(W * M - W)``: the same value as
+  ``W * M`` (exactly: ``W + 0`` and ``W - W``), but the gradient with
+  respect to ``W`` is the dense ``dL/d(W * M)``. The in-step RigL update on
+  JAX (`keras_rigl.backend.jax_in_step`) traces its train step inside this
+  block, takes its grow scores from that gradient and masks it before the
+  optimizer applies it. Thread-local.
+  """
+  previous = getattr(_substitutes, "dense", False)
+  _substitutes.dense = True
+  try:
+    yield
+  finally:
+    _substitutes.dense = previous
 
 
 # Which weights a layer type masks, and their ER/ERK shapes, come from the
@@ -229,7 +267,10 @@ class SparseWrapper(_L.Wrapper):
         initializer = "ones"
       else:
         def initializer(shape, dtype=None, sparsity=sparsity, seed=seed):
-          return random_mask(shape, sparsity, seed, dtype=dtype or tf.float32)
+          # TensorFlow's stateless generator on every backend (on the host,
+          # numpy out, elsewhere): the same seed gives the same mask.
+          return backend.host_array(random_mask, shape, sparsity, seed,
+                                    dtype=tf.as_dtype(dtype or tf.float32))
       # tf_keras' AutoCastVariable reports the compute dtype inside a call
       # (bfloat16/float16 under mixed precision); the mask takes the stored one.
       dtype = getattr(weight, "true_dtype", None) or weight.dtype
@@ -308,11 +349,13 @@ class SparseWrapper(_L.Wrapper):
   def sparsity(self):
     """Current fraction of zeros over all masks of this layer (a float)."""
     total = sum(int(np.prod(mask.shape)) for _, mask in self.masked_weights)
-    ones = sum(float(tf.reduce_sum(_keras.variable_tensor(mask)))
+    ones = sum(float(np.sum(backend.to_numpy(mask), dtype=np.float64))
                for _, mask in self.masked_weights)
     return 1.0 - ones / total if total else 0.0
 
   def call(self, inputs, *args, **kwargs):
+    if not backend.IS_TENSORFLOW:
+      return self._call_other_backend(inputs, *args, **kwargs)
     records = getattr(_capture, "records", None)
     taps = self._taps
     originals = []
@@ -332,6 +375,32 @@ class SparseWrapper(_L.Wrapper):
           records.append((self, index, effective))
         if effective.dtype != compute_dtype:
           effective = tf.cast(effective, compute_dtype)
+        originals.append((owner, attribute, getattr(owner, attribute)))
+        object.__setattr__(owner, attribute, effective)
+      if self._inner_kwargs is not None:
+        kwargs = {k: v for k, v in kwargs.items() if k in self._inner_kwargs}
+      return self.layer.call(inputs, *args, **kwargs)
+    finally:
+      for owner, attribute, original in originals:
+        object.__setattr__(owner, attribute, original)
+
+  def _call_other_backend(self, inputs, *args, **kwargs):
+    """`call` on JAX / PyTorch: ``W * M`` in keras.ops (no gradient taps)."""
+    ops = keras.ops
+    substitutes = getattr(_substitutes, "tensors", None) or {}
+    dense = getattr(_substitutes, "dense", False)
+    originals = []
+    compute_dtype = self.layer.compute_dtype
+    try:
+      for index, (owner, attribute, _, weight, mask) in enumerate(self._specs):
+        effective = substitutes.get((id(self), index))
+        if effective is None:
+          w, m = _keras.variable_tensor(weight), _keras.variable_tensor(mask)
+          effective = ops.multiply(w, m)
+          if dense:
+            effective = ops.add(w, ops.stop_gradient(ops.subtract(effective, w)))
+        if ops.dtype(effective) != compute_dtype:
+          effective = ops.cast(effective, compute_dtype)
         originals.append((owner, attribute, getattr(owner, attribute)))
         object.__setattr__(owner, attribute, effective)
       if self._inner_kwargs is not None:

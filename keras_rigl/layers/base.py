@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_rigl import _keras
+from keras_rigl import backend as _backend
 from keras_rigl._keras import keras
 from keras_rigl._records import recording
 from keras_rigl.distributions import check_sparsity
@@ -167,6 +168,10 @@ class CompressedLayer(keras.layers.Layer):
   kernel_key = "kernel"
 
   def __init__(self, sparsity=0.9, seed=0, block_size=None, **kwargs):
+    _backend.require_tensorflow(
+        f"Compressed storage ({type(self).__name__}, sparsify(storage='compressed'))",
+        "Use the masked storage: keras_rigl.sparsify(model, ...) with "
+        "storage='masked' (the default) or keras_rigl.SparseWrapper.")
     super().__init__(**kwargs)
     self.target_sparsity = check_sparsity(sparsity)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):

@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_rigl import _keras
+from keras_rigl import backend
 from keras_rigl._keras import keras
 from keras_rigl.layers.scheduling import CompressedUpdater
 from keras_rigl.methods import in_step as _in_step
@@ -64,6 +65,7 @@ class _UpdateTiming:
     if self._quiet_batches > 0:
       self._quiet_batches -= 1
       return
+    backend.sync_state(self.model)  # JAX: variables hold the state again.
     step = int(self.model.optimizer.iterations.numpy())
     if step != self._done_step and self._should_update(step):
       self._run_update(step)
@@ -194,6 +196,16 @@ class MaskScheduler(_UpdateTiming, keras.callbacks.Callback):
 
   def on_train_begin(self, logs=None):
     if self.in_step:
+      if backend.NAME == "jax":
+        from keras_rigl.backend import jax_in_step  # pylint: disable=g-import-not-at-top
+        jax_in_step.attach(self)
+        return
+      backend.require_tensorflow(
+          f"{type(self).__name__}'s update inside the train step (grow scores from "
+          "the training step's own gradient; TensorFlow and JAX)",
+          f"Pass data=... to {type(self).__name__} (batches of the training set, "
+          "e.g. a list of numpy (x, y) batches): its grow scores then come from a "
+          "separate pass, which runs on every backend.")
       _in_step.attach(self)
       return
     spe = _keras.steps_per_execution(self.model)
@@ -264,12 +276,12 @@ class MaskScheduler(_UpdateTiming, keras.callbacks.Callback):
       return
     self._targets = self._find_targets()
     self._prepare_targets()
-    with model.distribute_strategy.scope():
+    with backend.strategy_scope(model):
       slots_ready = _keras.build_optimizer(optimizer, model.trainable_variables)
     self._build_update()
     self._built_for = (model, optimizer)
     self._slots_pending = not slots_ready
-    if slots_ready:
+    if slots_ready and backend.IS_TENSORFLOW:
       self._trace(step)
 
   def _prepare_targets(self):
@@ -282,6 +294,9 @@ class MaskScheduler(_UpdateTiming, keras.callbacks.Callback):
 
   def _build_update(self):
     optimizer = self.model.optimizer
+    if not backend.IS_TENSORFLOW:
+      self._build_portable_update()
+      return
     strategy = self.model.distribute_strategy
     # XLA on TPU needs static shapes: bound the moved connections per layer
     # by the (constant) number of ones times the largest drop fraction.
@@ -304,6 +319,51 @@ class MaskScheduler(_UpdateTiming, keras.callbacks.Callback):
     # (e.g. RigL data that does not fit the model) keep their own message.
     self._update_fn = tf.function(self._update_step, reduce_retracing=True,
                                   autograph=False)
+
+  def _build_portable_update(self):
+    """JAX / PyTorch: the update runs eagerly in keras.ops from the callback."""
+    if self.static_shapes:
+      backend.require_tensorflow(
+          f"{type(self).__name__}(static_shapes=True) (the TPU update)",
+          "Leave static_shapes False: the keras.ops update has static shapes already.")
+    for target in self._targets:
+      target.slots = _keras.optimizer_slots(self.model.optimizer, target.weight)
+    self._compressed.build(self.model.optimizer)  # Compressed storage hook.
+    self._metric_variables = list(self.model.metrics_variables)
+    self._state_variables = []  # The separate pass there changes no state.
+    self._update_fn = self._portable_update_step
+
+  def _portable_update_step(self, step, argument):
+    """`_update_step` in keras.ops, run eagerly (JAX and PyTorch backends)."""
+    ops = keras.ops
+    self._trace_count += 1
+    results = self._new_masks(step, argument)
+    changed_total = 0.0
+    size_total = 0
+    finite_flags = []
+    for target, result in zip(self._targets, results):
+      new_mask, grown = result[0], result[1]
+      old_mask = _keras.variable_tensor(target.mask)
+      weight = _keras.variable_tensor(target.weight)
+      # Non-finite weights or scores: leave this target exactly as it is.
+      finite = bool(ops.all(ops.isfinite(weight)))
+      if len(result) > 2:
+        finite = finite and bool(result[2])
+      finite_flags.append(finite)
+      size_total += target.size
+      if not finite:
+        continue
+      changed = ops.not_equal(new_mask, old_mask)
+      init = self._grown_values(target, step, new_mask, grown)
+      new_weight = ops.multiply(
+          ops.where(grown, ops.cast(init, weight.dtype), weight), new_mask)
+      target.weight.assign(new_weight)
+      target.mask.assign(new_mask)
+      for slot in target.slots:
+        value = _keras.variable_tensor(slot)
+        slot.assign(ops.where(changed, ops.zeros_like(value), value))
+      changed_total += int(ops.sum(ops.cast(changed, "int32")))
+    return changed_total / max(size_total, 1), np.asarray(finite_flags, bool)
 
   # --- the update ---------------------------------------------------------
 
@@ -356,7 +416,12 @@ class MaskScheduler(_UpdateTiming, keras.callbacks.Callback):
     return tf.constant(0.0, tf.float64)
 
   def _update_argument(self, step, check=True):
-    return tf.constant(0.0, tf.float64)
+    return self._scalar(0.0)
+
+  @staticmethod
+  def _scalar(value):
+    """A float64 scalar for the compiled update (TensorFlow), else a float."""
+    return tf.constant(value, tf.float64) if backend.IS_TENSORFLOW else float(value)
 
   def _max_fraction(self):
     """Largest fraction of a layer's ones one update can move."""
@@ -371,8 +436,13 @@ class MaskScheduler(_UpdateTiming, keras.callbacks.Callback):
       if self._slots_pending and step > 0:
         self._slots_pending = False
     argument = self._update_argument(step)
-    with self.model.distribute_strategy.scope():
-      change, finite = self._update_fn(tf.constant(step, tf.int64), argument)
+    if backend.IS_TENSORFLOW:
+      with self.model.distribute_strategy.scope():
+        change, finite = self._update_fn(tf.constant(step, tf.int64), argument)
+    else:
+      backend.sync_state(self.model)
+      change, finite = self._update_fn(step, argument)
+      backend.state_changed(self.model)
     self._done_step = step
     self.last_mask_change = float(change)
     self.last_update_step = step

@@ -19,7 +19,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_rigl import _keras
+from keras_rigl import backend
 from keras_rigl import flops as _flops
+from keras_rigl import portable_masks
 from keras_rigl import redistribution as _redistribution
 from keras_rigl.masks import check_min_fan_in, drop_count, update_mask
 from keras_rigl.methods.base import MaskScheduler
@@ -139,7 +141,7 @@ class DropGrowScheduler(MaskScheduler):
 
   def _update_argument(self, step, check=True):
     """(drop fraction, source of grow scores: RigL's batch iterator, or None)."""
-    return (tf.constant(self.current_drop_fraction(step, check), tf.float64), None)
+    return (self._scalar(self.current_drop_fraction(step, check)), None)
 
   def _log(self, step, logs):
     super()._log(step, logs)
@@ -161,6 +163,16 @@ class DropGrowScheduler(MaskScheduler):
     scores = self._grow_scores(step, source)
     if self.redistribution is not None:  # Layer counts move (SNFS, RigL option).
       return self._redistributed_masks(drop_fraction, scores)
+    if not backend.IS_TENSORFLOW:  # JAX / PyTorch: the keras.ops rule.
+      ops = _keras.keras.ops
+      results = []
+      for t, score in zip(self._targets, scores):
+        score = ops.convert_to_tensor(score)
+        new_mask, grown = portable_masks.update_mask(
+            _keras.variable_tensor(t.mask), _keras.variable_tensor(t.weight), score,
+            drop_fraction)
+        results.append((new_mask, grown, bool(ops.all(ops.isfinite(score)))))
+      return results
     results = []
     for t, score in zip(self._targets, scores):
       new_mask, grown = update_mask(
@@ -172,6 +184,14 @@ class DropGrowScheduler(MaskScheduler):
   # --- layer-wise redistribution --------------------------------------------
 
   def _prepare_targets(self):
+    if self.min_fan_in:
+      backend.require_tensorflow(
+          f"{type(self).__name__}(min_fan_in={self.min_fan_in})",
+          "Use min_fan_in=0 on this backend.")
+    if self.redistribution is not None or self._tap_momentum is not None:
+      backend.require_tensorflow(
+          f"{type(self).__name__}: {self._feature()}",
+          "Use redistribution=None (RigL, SET) on this backend.")
     if self.redistribution is None and self._tap_momentum is None:
       return
     name, what = type(self).__name__, self._feature()
@@ -307,6 +327,8 @@ class DropGrowScheduler(MaskScheduler):
     kept = tf.cast(tf.logical_and(new_mask > 0, tf.logical_not(grown)), weight.dtype)
     count = tf.maximum(tf.reduce_sum(kept), 1.0)
     std = tf.sqrt(tf.reduce_sum(tf.square(weight * kept)) / count)
+    if not backend.IS_TENSORFLOW:
+      return self._portable_grown_values(target, step, new_mask, grown)
     seed = tf.stack([tf.constant(target.key, tf.int64), step])
     if self.grow_init == "random_normal":
       noise = tf.random.stateless_normal(tf.shape(weight), seed=seed, dtype=weight.dtype)
@@ -315,3 +337,19 @@ class DropGrowScheduler(MaskScheduler):
                                           maxval=math.sqrt(3), dtype=weight.dtype)
     return noise * std
 
+  def _portable_grown_values(self, target, step, new_mask, grown):
+    """`_grown_values` on JAX / PyTorch: the same TensorFlow stateless noise."""
+    ops = _keras.keras.ops
+    weight = _keras.variable_tensor(target.weight)
+    kept = ops.cast(ops.logical_and(ops.greater(new_mask, 0), ops.logical_not(grown)),
+                    weight.dtype)
+    count = ops.maximum(ops.sum(kept), 1.0)
+    std = ops.sqrt(ops.sum(ops.square(ops.multiply(weight, kept))) / count)
+    seed = (target.key, int(step))
+    dtype = _keras.keras.backend.standardize_dtype(weight.dtype)
+    if self.grow_init == "random_normal":
+      noise = backend.host_random_normal(weight.shape, seed, dtype)
+    else:
+      noise = backend.host_random_uniform_range(weight.shape, seed, -math.sqrt(3),
+                                                math.sqrt(3), dtype)
+    return ops.multiply(ops.convert_to_tensor(noise), std)

@@ -7,6 +7,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_rigl import _keras
+from keras_rigl import backend
+from keras_rigl import portable_masks
 from keras_rigl.masks import prune_mask
 from keras_rigl.methods.base import MaskScheduler
 from keras_rigl.methods.validation import check_fraction
@@ -113,10 +115,19 @@ class MagnitudePruningScheduler(MaskScheduler):
       values = [float(sparsity)] * len(self._targets)
     else:
       values = self._progress_sparsities(step)
+    if not backend.IS_TENSORFLOW:
+      return [float(v) for v in values]
     return tf.constant(values, tf.float64)
 
   def _new_masks(self, step, sparsities):
     results = []
+    if not backend.IS_TENSORFLOW:  # JAX / PyTorch: the keras.ops rule.
+      for i, t in enumerate(self._targets):
+        new_mask = portable_masks.prune_mask(_keras.variable_tensor(t.mask),
+                                             _keras.variable_tensor(t.weight),
+                                             sparsities[i])
+        results.append((new_mask, _keras.keras.ops.zeros_like(new_mask, "bool")))
+      return results
     for i, t in enumerate(self._targets):
       mask = _keras.variable_tensor(t.mask)
       new_mask = prune_mask(mask, _keras.variable_tensor(t.weight), sparsities[i],

@@ -13,12 +13,13 @@ import numpy as np
 import tensorflow as tf
 
 from keras_rigl import _keras
+from keras_rigl import backend
 from keras_rigl.methods.drop_grow import DropGrowScheduler
 from keras_rigl.methods.in_step import StepGradientTap
 from keras_rigl.methods.rigl_data import (DATA_MISMATCH, as_dataset, check_data,
                                           compute_loss)
 from keras_rigl.methods.validation import check_data_not_a_number, check_int
-from keras_rigl.wrapper import capture_effective_weights
+from keras_rigl.wrapper import capture_effective_weights, substitute_effective_weights
 
 
 class RigLScheduler(DropGrowScheduler):
@@ -160,7 +161,7 @@ class RigLScheduler(DropGrowScheduler):
     # sees the same gradient batches as an uninterrupted one. Updates happened
     # at steps 0 .. step-1; the one due at `step` (if any) is still to come.
     consumed = self._updates_before(step - 1) * self.grad_accumulation_steps
-    strategy = self.model.distribute_strategy
+    strategy = backend.distribute_strategy(self.model)
     if (self._iterator is not None and self._iterator_for is strategy and
         self._consumed == consumed):
       return  # Same position: keep the iterator (and its shuffle buffer).
@@ -169,7 +170,8 @@ class RigLScheduler(DropGrowScheduler):
       dataset = dataset.skip(consumed)
     # One batch ready in the background, so an update does not wait for input.
     dataset = dataset.prefetch(1)
-    self._iterator = iter(strategy.experimental_distribute_dataset(dataset))
+    self._iterator = iter(dataset if strategy is None else
+                          strategy.experimental_distribute_dataset(dataset))
     self._iterator_for = strategy
     self._consumed = consumed
 
@@ -181,8 +183,7 @@ class RigLScheduler(DropGrowScheduler):
     return last // self.update_freq - (first - 1) // self.update_freq
 
   def _update_argument(self, step, check=True):
-    return (tf.constant(self.current_drop_fraction(step, check), tf.float64),
-            self._iterator)
+    return (self._scalar(self.current_drop_fraction(step, check)), self._iterator)
 
   def _run_update(self, step):
     try:
@@ -198,6 +199,14 @@ class RigLScheduler(DropGrowScheduler):
   def _grow_scores(self, step, iterator):
     if self.in_step:  # The train step's dense gradients, summed over replicas.
       return [tf.abs(g) for g in iterator]
+    if not backend.IS_TENSORFLOW:  # JAX / PyTorch: the backend seam's gradient.
+      totals = None
+      for _ in range(self.grad_accumulation_steps):
+        grads = backend.training_loss_gradients(
+            self.model, next(iterator), [(t.wrapper, t.index) for t in self._targets],
+            substitute_effective_weights)
+        totals = grads if totals is None else [a + b for a, b in zip(totals, grads)]
+      return [np.abs(g) for g in totals]
     model = self.model
     strategy = model.distribute_strategy
     targets = self._targets

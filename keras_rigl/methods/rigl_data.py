@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_rigl import _keras
+from keras_rigl import backend
 
 
 def compute_loss(model, x, y, y_pred, sample_weight):
@@ -150,7 +151,15 @@ def check_data(dataset, model):
   if batch is None:
     raise ValueError("RigLScheduler data is empty (it yielded no batch); pass the "
                      "training set, batched, e.g. dataset.batch(128).")
-  strategy = model.distribute_strategy
+  strategy = backend.distribute_strategy(model)
+  if strategy is None:  # JAX / PyTorch: numpy batches through the model.
+    x, y, sample_weight = _keras.unpack_batch(
+        tf.nest.map_structure(lambda t: t.numpy(), batch))
+    try:
+      compute_loss(model, x, y, model(x, training=False), sample_weight)
+    except (ValueError, TypeError) as error:
+      raise ValueError(DATA_MISMATCH.format(error=error)) from error
+    return
   if not (isinstance(strategy, tf.distribute.OneDeviceStrategy) or
           type(strategy).__name__ == "_DefaultDistributionStrategy"):
     # Distributed variables (metrics) cannot be updated eagerly in

@@ -3,6 +3,8 @@
 import numpy as np
 import tensorflow as tf
 
+from keras_rigl import backend
+
 from keras_rigl.methods.drop_grow import DropGrowScheduler
 from keras_rigl.methods.validation import check_data_not_a_number, check_int
 
@@ -39,6 +41,9 @@ class SETScheduler(DropGrowScheduler):
     check_int("grad_accumulation_steps", grad_accumulation_steps, 1, "SETScheduler: ")
 
   def _grow_scores(self, step, source):
+    if not backend.IS_TENSORFLOW:  # The same numbers, made on the host.
+      return [backend.host_random_uniform(t.weight.shape, (t.key, int(step) + (1 << 40)))
+              for t in self._targets]
     return [tf.random.stateless_uniform(
         t.weight.shape, seed=tf.stack([tf.constant(t.key, tf.int64), step + (1 << 40)]))
             for t in self._targets]

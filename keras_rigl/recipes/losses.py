@@ -12,6 +12,7 @@ import numbers
 
 import tensorflow as tf
 
+from keras_rigl import backend
 from keras_rigl._keras import keras
 
 
@@ -38,6 +39,16 @@ class SparseCrossEntropy(keras.losses.Loss):
     self.label_smoothing = float(label_smoothing)
 
   def call(self, y_true, y_pred):
+    if not backend.IS_TENSORFLOW:  # JAX / PyTorch: the same in keras.ops.
+      ops = keras.ops
+      logits = ops.cast(y_pred, "float32")
+      labels = ops.cast(ops.reshape(y_true, [-1]), "int32")
+      if not self.label_smoothing:
+        return ops.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+      classes = ops.shape(logits)[-1]
+      target = ops.one_hot(labels, classes) * (1.0 - self.label_smoothing)
+      target = target + self.label_smoothing / classes
+      return ops.categorical_crossentropy(target, logits, from_logits=True)
     logits = tf.cast(y_pred, tf.float32)
     labels = tf.cast(tf.reshape(y_true, [-1]), tf.int32)
     if not self.label_smoothing:

@@ -228,7 +228,9 @@ def format_report(report):
   if run:
     lines.append(
         f"training        {report['steps']:,} steps at batch {report['batch_size']}, "
-        f"{run.get('keras', '')}, {run.get('strategy', '')} "
+        f"{run.get('keras', '')}"
+        f"{'/' + run['backend'] if run.get('backend', 'tensorflow') != 'tensorflow' else ''}, "
+        f"{run.get('strategy', '')} "
         f"({run.get('replicas', 1)} replica(s)), {run.get('seconds', 0):.0f} s")
   lines += ["", sparsity_table(report), ""]
   lines.append(

@@ -28,6 +28,7 @@ from typing import Optional
 
 from absl import logging
 
+from keras_rigl import backend
 from keras_rigl import data as _data
 from keras_rigl.export import export as export_model
 from keras_rigl.methods import registry as _registry
@@ -198,6 +199,11 @@ def validate(config, options):
         f"--redistribution moves layer counts, which needs dynamic shapes: --method="
         f"{config.method} with redistribution does not run under --strategy=tpu; use "
         "--redistribution=none there (or a GPU/CPU strategy).")
+  if o.export_dir:
+    backend.require_tensorflow(
+        "--export_dir (SavedModel/TFLite export)",
+        "Leave --export_dir out; the trained model can be saved with "
+        "keras.saving.save_model or exported with model.export.")
   if o.export_tflite and not o.export_dir:
     raise SetupError("--export_tflite needs --export_dir: pass --export_dir=DIR "
                      "(the .tflite file goes there).")
@@ -326,7 +332,8 @@ def run(config, options, callbacks=()):
         initial_flops_ratio=initial_flops_ratio,
         config=options.config_name, setup=dataclasses.asdict(config),
         options=dataclasses.asdict(options), plan=dataclasses.asdict(plan),
-        run={"keras": FLAVOUR, "strategy": type(strategy).__name__,
+        run={"keras": FLAVOUR, "backend": backend.NAME,
+             "strategy": type(strategy).__name__,
              "replicas": replicas, "seconds": time.time() - started,
              "small_dense_width": small_dense_factor, "resumed_at_step": start_step,
              "mixed_precision": keras.mixed_precision.global_policy().name})

@@ -12,6 +12,7 @@ import numbers
 
 import tensorflow as tf
 
+from keras_rigl import backend
 from keras_rigl._keras import keras
 
 
@@ -62,6 +63,16 @@ class WarmupPiecewiseDecay(keras.optimizers.schedules.LearningRateSchedule):
     self.multipliers = [float(m) for m in multipliers]
 
   def __call__(self, step):
+    if not backend.IS_TENSORFLOW:  # JAX / PyTorch: the same in keras.ops.
+      ops = keras.ops
+      step = ops.cast(step, "float32")
+      rate = ops.full_like(step, self.peak)
+      for boundary, multiplier in zip(self.boundaries, self.multipliers):
+        rate = ops.where(step >= boundary, self.peak * multiplier, rate)
+      if self.warmup_steps > 0:
+        rate = ops.where(step < self.warmup_steps, self.peak * step / self.warmup_steps,
+                         rate)
+      return rate
     step = tf.cast(tf.convert_to_tensor(step), tf.float32)
     rate = tf.constant(self.peak, tf.float32)
     for boundary, multiplier in zip(self.boundaries, self.multipliers):
@@ -108,6 +119,16 @@ class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
     self.warmup_steps = int(warmup_steps)
 
   def __call__(self, step):
+    if not backend.IS_TENSORFLOW:  # JAX / PyTorch: the same in keras.ops.
+      ops = keras.ops
+      step = ops.cast(step, "float32")
+      span = float(self.decay_steps - self.warmup_steps)
+      progress = ops.clip((step - self.warmup_steps) / span, 0.0, 1.0)
+      rate = self.peak * 0.5 * (1.0 + ops.cos(math.pi * progress))
+      if self.warmup_steps > 0:
+        rate = ops.where(step < self.warmup_steps, self.peak * step / self.warmup_steps,
+                         rate)
+      return rate
     step = tf.cast(tf.convert_to_tensor(step), tf.float32)
     span = float(self.decay_steps - self.warmup_steps)
     progress = tf.clip_by_value((step - self.warmup_steps) / span, 0.0, 1.0)

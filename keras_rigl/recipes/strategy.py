@@ -10,6 +10,7 @@ Example:
 from absl import logging
 import tensorflow as tf
 
+from keras_rigl import backend
 from keras_rigl._keras import FLAVOUR
 from keras_rigl.recipes.errors import SetupError
 
@@ -24,6 +25,15 @@ def make_strategy(name, tpu=None):
   TF_CONFIG (tf_keras only for more than one worker). Example in the module
   docstring.
   """
+  if not backend.IS_TENSORFLOW:
+    if name == "one_device" or (name == "auto" and not tpu):
+      # No tf.distribute on JAX / PyTorch: the default (no-op) strategy, whose
+      # scope and replica count the recipes read; Keras uses one device.
+      return tf.distribute.get_strategy()
+    backend.require_tensorflow(
+        f"tf.distribute strategies (--strategy={name!r})",
+        "Use --strategy=one_device (or auto): keras_rigl has no multi-device "
+        "training on this backend yet.")
   if name == "multi_worker":
     # Before anything starts the TF runtime: collectives are configured then.
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
