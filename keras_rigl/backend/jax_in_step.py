@@ -36,10 +36,9 @@ import numpy as np
 from keras_rigl import _keras
 from keras_rigl import portable_masks
 from keras_rigl._keras import keras
+from keras_rigl.methods import timing
 from keras_rigl.walk import walk_layers
 from keras_rigl.wrapper import SparseWrapper, dense_weight_gradients
-
-_MAX_TABLE = 100_000
 
 
 def _index(variables, variable, what):
@@ -52,18 +51,14 @@ def _index(variables, variable, what):
 
 def _drop_fraction_table(scheduler, end_step):
   """(first update step, float32 fractions of every update step) from the host."""
-  freq, begin = scheduler.update_freq, scheduler.begin_step
-  first = -(-begin // freq) * freq
-  if first > end_step:
-    return first, np.zeros([1], np.float32)
-  steps = range(first, end_step + 1, freq)
-  if len(steps) > _MAX_TABLE:
+  table = timing.drop_fraction_table(scheduler, end_step)
+  if table is None:
     raise ValueError(
-        f"{type(scheduler).__name__}: {len(steps)} update steps are more than the "
-        f"in-step update on JAX tabulates ({_MAX_TABLE}); use a larger update_freq "
-        "or pass data=... (the host-scheduled update).")
+        f"{type(scheduler).__name__}: more update steps than the in-step update on "
+        f"JAX tabulates ({timing.MAX_TABLE}); use a larger update_freq or pass "
+        "data=... (the host-scheduled update).")
   # float64 on the host, then float32 once: as the TensorFlow update rounds it.
-  values = np.array([scheduler.current_drop_fraction(s) for s in steps], np.float64)
+  first, values = table
   return first, values.astype(np.float32)
 
 

@@ -38,12 +38,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_rigl import _keras
+from keras_rigl.methods.timing import drop_fraction_table
 from keras_rigl.walk import walk_layers
 from keras_rigl.wrapper import SparseWrapper
-
-# Above this many update steps the drop fraction is computed in the graph
-# instead of looked up in a table of the host's values.
-_MAX_TABLE = 100_000
 
 # Set while the model's train_step is traced (per thread: each replica of a
 # MirroredStrategy is traced in its own thread).
@@ -162,20 +159,6 @@ class StepGradientTap:
       return tf.constant(True)
 
 
-def drop_fraction_table(scheduler, end_step):
-  """(first update step, float64 fractions at every update step) or None.
-
-  The host's own values (Python float64, callables included), so that the
-  compiled update drops exactly the count the host-scheduled one would.
-  """
-  freq, begin = scheduler.update_freq, scheduler.begin_step
-  first = -(-begin // freq) * freq
-  if first > end_step:
-    return first, np.zeros([1], np.float64)
-  steps = range(first, end_step + 1, freq)
-  if len(steps) > _MAX_TABLE:
-    return None
-  return first, np.array([scheduler.current_drop_fraction(s) for s in steps], np.float64)
 
 
 def _mask_gradient(gradient, mask):

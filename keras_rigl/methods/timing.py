@@ -6,6 +6,8 @@ update), in float64 so that ``floor(n * fraction)`` matches the reference.
 
 import math
 
+import numpy as np
+
 DROP_FRACTION_SCHEDULES = ("constant", "cosine", "exponential")
 
 
@@ -80,3 +82,34 @@ def polynomial_sparsity(step, initial_sparsity, final_sparsity, begin_step,
   span = max(end_step - begin_step, 1)
   progress = min(max(step - begin_step, 0), span) / span
   return final_sparsity + (initial_sparsity - final_sparsity) * (1.0 - progress) ** power
+
+
+# More update steps than this are not tabulated (the in-step updates then
+# fall back or refuse, each saying so).
+MAX_TABLE = 100_000
+
+
+def drop_fraction_table(scheduler, end_step):
+  """(first update step, float64 fractions at every update step) or None.
+
+  The host's own values (Python float64, callables included), so that an
+  update compiled into the train step drops exactly the count the
+  host-scheduled one would. None when there are more than MAX_TABLE update
+  steps.
+
+  >>> class Every10:
+  ...   update_freq, begin_step = 10, 5
+  ...   def current_drop_fraction(self, step):
+  ...     return 0.3 if step < 30 else 0.1
+  >>> first, table = drop_fraction_table(Every10(), 40)
+  >>> first, table.tolist()
+  (10, [0.3, 0.3, 0.1, 0.1])
+  """
+  freq, begin = scheduler.update_freq, scheduler.begin_step
+  first = -(-begin // freq) * freq
+  if first > end_step:
+    return first, np.zeros([1], np.float64)
+  steps = range(first, end_step + 1, freq)
+  if len(steps) > MAX_TABLE:
+    return None
+  return first, np.array([scheduler.current_drop_fraction(s) for s in steps], np.float64)
