@@ -320,6 +320,8 @@ class DropGrowScheduler(MaskScheduler):
                                   getattr(self, "_compressed_data", None), self.grow_init)
 
   def _grown_values(self, target, step, new_mask, grown):
+    if not backend.IS_TENSORFLOW:
+      return self._portable_grown_values(target, step, new_mask, grown)
     weight = _keras.variable_tensor(target.weight)
     if self.grow_init == "zeros":
       return tf.zeros_like(weight)
@@ -327,8 +329,6 @@ class DropGrowScheduler(MaskScheduler):
     kept = tf.cast(tf.logical_and(new_mask > 0, tf.logical_not(grown)), weight.dtype)
     count = tf.maximum(tf.reduce_sum(kept), 1.0)
     std = tf.sqrt(tf.reduce_sum(tf.square(weight * kept)) / count)
-    if not backend.IS_TENSORFLOW:
-      return self._portable_grown_values(target, step, new_mask, grown)
     seed = tf.stack([tf.constant(target.key, tf.int64), step])
     if self.grow_init == "random_normal":
       noise = tf.random.stateless_normal(tf.shape(weight), seed=seed, dtype=weight.dtype)
@@ -341,6 +341,8 @@ class DropGrowScheduler(MaskScheduler):
     """`_grown_values` on JAX / PyTorch: the same TensorFlow stateless noise."""
     ops = _keras.keras.ops
     weight = _keras.variable_tensor(target.weight)
+    if self.grow_init == "zeros":
+      return ops.zeros_like(weight)
     kept = ops.cast(ops.logical_and(ops.greater(new_mask, 0), ops.logical_not(grown)),
                     weight.dtype)
     count = ops.maximum(ops.sum(kept), 1.0)
