@@ -88,10 +88,7 @@ def host_random_uniform(shape, seed):
   (and everything else keyed by a stateless seed) is bit-identical across
   backends. `seed` is a pair of ints.
   """
-  tf = _host_tf()
-  with tf.device("/CPU:0"):
-    return tf.random.stateless_uniform(
-        [int(d) for d in shape], seed=tf.constant(seed, tf.int64)).numpy()
+  return host_random_uniform_range(shape, seed, 0.0, 1.0)
 
 
 def host_random_normal(shape, seed, dtype="float32"):
