@@ -228,6 +228,25 @@ def test_rigl_in_step_counts_and_dropped_slots(optimizer):
   assert dropped_any
 
 
+@pytest.mark.skipif(backend.NAME == "torch", reason="the in-step update runs on "
+                    "TensorFlow and JAX; PyTorch takes RigLScheduler(data, ...)")
+def test_rigl_in_step_update_steps_with_steps_per_execution_and_refits():
+  """Updates land on the steps due, in executions of 3 steps and over three fits."""
+  x, y = data()
+  model = sparse_mlp()
+  model.compile(keras.optimizers.SGD(0.1, momentum=0.9), ce(), steps_per_execution=3)
+  counts = ones(model)
+  rigl = kr.RigLScheduler(update_freq=4, drop_fraction=0.3, end_step=12)
+  for epoch in range(3):  # 4 steps a fit: executions of 3 and 1 steps.
+    model.fit(x, y, batch_size=32, epochs=epoch + 1, initial_epoch=epoch,
+              callbacks=[rigl], verbose=0)
+  rigl.sync_updates()
+  assert [s for s, _ in rigl.update_history] == [0, 4, 8]
+  assert all(change > 0 for _, change in rigl.update_history)
+  assert ones(model) == counts
+  assert_inactive_zero(model)
+
+
 def test_set_and_pruning_train():
   x, y = data()
   model = sparse_mlp()
