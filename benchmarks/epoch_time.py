@@ -29,7 +29,7 @@ schedulers must not pay their start-up again per call) and times each whole
 `fit` call; "both" (default) prints both tables.
 
   python benchmarks/epoch_time.py [--epochs 4] [--variants dense,static,rigl]
-      [--fit_calls one|per_epoch|both] [--threads 1]
+      [--fit_calls one|per_epoch|both] [--threads 1] [--jit_compile]
 """
 
 import gc
@@ -52,6 +52,8 @@ flags.DEFINE_integer("batch_size", 128, "Batch size.")
 flags.DEFINE_float("sparsity", 0.9, "Sparsity of the sparse variants.")
 flags.DEFINE_integer("threads", 0, "TensorFlow intra- and inter-op threads (0: TF's "
                      "default). 1 gives steadier ratios on a shared machine.")
+flags.DEFINE_bool("jit_compile", False, "compile(jit_compile=True): every variant's "
+                  "train step compiled by XLA.")
 flags.DEFINE_enum("fit_calls", "both", ["one", "per_epoch", "both"],
                   "One fit for all epochs, one fit per epoch, or both.")
 
@@ -94,7 +96,7 @@ def build(variant, train, steps):
       callbacks.append(kr.SETScheduler(update_freq=100, end_step=steps))
   model.compile(keras.optimizers.SGD(0.05, momentum=0.9),
                 keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                metrics=["accuracy"])
+                metrics=["accuracy"], jit_compile=FLAGS.jit_compile)
   return model, callbacks
 
 
