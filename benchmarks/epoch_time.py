@@ -30,12 +30,14 @@ schedulers must not pay their start-up again per call) and times each whole
 
   python benchmarks/epoch_time.py [--epochs 4] [--variants dense,static,rigl]
       [--fit_calls one|per_epoch|both] [--threads 1] [--jit_compile]
+      [--input tf_data|numpy]
 """
 
 import gc
 import statistics
 import time
 
+import numpy as np
 from absl import app, flags
 
 import tensorflow as tf
@@ -53,7 +55,12 @@ flags.DEFINE_float("sparsity", 0.9, "Sparsity of the sparse variants.")
 flags.DEFINE_integer("threads", 0, "TensorFlow intra- and inter-op threads (0: TF's "
                      "default). 1 gives steadier ratios on a shared machine.")
 flags.DEFINE_bool("jit_compile", False, "compile(jit_compile=True): every variant's "
-                  "train step compiled by XLA.")
+                  "train step compiled by XLA (default: each flavour's own default, which "
+                  "is XLA on JAX).")
+flags.DEFINE_enum("input", "tf_data", ["tf_data", "numpy"],
+                  "What fit reads: the cached tf.data pipeline, or the same batches as "
+                  "numpy arrays (fit(x, y, shuffle=False): no tf.data in the loop, "
+                  "so the step's own cost shows more clearly on JAX).")
 flags.DEFINE_enum("fit_calls", "both", ["one", "per_epoch", "both"],
                   "One fit for all epochs, one fit per epoch, or both.")
 
@@ -96,8 +103,19 @@ def build(variant, train, steps):
       callbacks.append(kr.SETScheduler(update_freq=100, end_step=steps))
   model.compile(keras.optimizers.SGD(0.05, momentum=0.9),
                 keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                metrics=["accuracy"], jit_compile=FLAGS.jit_compile)
+                metrics=["accuracy"], **({"jit_compile": True} if FLAGS.jit_compile else {}))
   return model, callbacks
+
+
+_ARRAYS = {}
+
+
+def _as_numpy(dataset):
+  """The dataset's batches as two numpy arrays, in order (made once)."""
+  if "xy" not in _ARRAYS:
+    batches = list(dataset.as_numpy_iterator())
+    _ARRAYS["xy"] = tuple(np.concatenate(part) for part in zip(*batches))
+  return _ARRAYS["xy"]
 
 
 def train(variant, train_data, steps, per_epoch):
@@ -105,15 +123,19 @@ def train(variant, train_data, steps, per_epoch):
   keras.backend.clear_session()  # Earlier models must not slow later ones.
   gc.collect()
   model, callbacks = build(variant, train_data, steps)
+  fit_data = dict(x=train_data)
+  if FLAGS.input == "numpy":  # The same batches, in the same order every epoch.
+    x, y = _as_numpy(train_data)
+    fit_data = dict(x=x, y=y, batch_size=FLAGS.batch_size, shuffle=False)
   timer = EpochTimer()
   if not per_epoch:
-    history = model.fit(train_data, epochs=FLAGS.epochs, verbose=0,
+    history = model.fit(**fit_data, epochs=FLAGS.epochs, verbose=0,
                         callbacks=callbacks + [timer])
     return timer.times, timer.cpu, history.history["accuracy"][-1]
   times, cpu = [], []
   for epoch in range(FLAGS.epochs):
     start, start_cpu = time.perf_counter(), time.process_time()
-    history = model.fit(train_data, epochs=epoch + 1, initial_epoch=epoch, verbose=0,
+    history = model.fit(**fit_data, epochs=epoch + 1, initial_epoch=epoch, verbose=0,
                         callbacks=callbacks)
     times.append(time.perf_counter() - start)
     cpu.append(time.process_time() - start_cpu)
