@@ -306,7 +306,7 @@ class DropGrowScheduler(MaskScheduler):
     self.count_history = [(int(step), dict(counts))
                           for step, counts in meta.get("count_history", [])]
     self.flops_history = [(int(step), ratio) for step, ratio in meta.get("flops_history", [])]
-    with self.model.distribute_strategy.scope():
+    with backend.strategy_scope(self.model):
       for t in self._targets or ():
         key = f"tap/{t.name}/buffer"
         if callable(getattr(t.tap, "restore", None)) and key in arrays:
