@@ -184,3 +184,119 @@ def prune_mask(mask, weights, sparsity):
   dropped = _drop_positions(ops.abs(_flat(weights)), active, n_drop)
   kept = ops.logical_and(active, ops.logical_not(dropped))
   return ops.reshape(ops.cast(kept, mask.dtype), shape)
+
+
+def top_mask_per_unit(scores, eligible, counts):
+  """Boolean [rows, units]: in each column, its `counts` eligible largest scores.
+
+  `top_mask` column by column, in one pass over the matrix: the radix select
+  keeps a 256-bucket histogram per column. Ties go to the lower row (as
+  ``tf.math.top_k`` over a unit's inputs). `counts` ([units] int32) must not
+  exceed a column's eligible entries.
+
+  Example:
+  >>> s = np.array([[3., 1.], [3., 2.], [1., 2.]], "float32")
+  >>> picked = top_mask_per_unit(s, np.ones((3, 2), bool), np.array([1, 2], "int32"))
+  >>> keras.ops.convert_to_numpy(picked).astype(int).tolist()
+  [[1, 0], [0, 1], [0, 1]]
+  """
+  keys = order_keys(scores)
+  n_units = int(ops.shape(keys)[1])
+  candidates = ops.convert_to_tensor(eligible, "bool")
+  chosen = ops.zeros_like(candidates)
+  remaining = ops.cast(counts, "int32")
+  byte = ops.convert_to_tensor(255, "int32")
+  bucket_base = ops.arange(n_units, dtype="int32")[None, :] * 256
+  for shift in (24, 16, 8, 0):
+    digit = ops.right_shift(keys, ops.convert_to_tensor(shift, "int32"))
+    digit = digit + 128 if shift == 24 else ops.bitwise_and(digit, byte)
+    histogram = ops.reshape(ops.segment_sum(
+        ops.reshape(ops.cast(candidates, "int32"), [-1]),
+        ops.reshape(digit + bucket_base, [-1]), num_segments=n_units * 256),
+                            [n_units, 256])
+    at_or_above = ops.flip(ops.cumsum(ops.flip(histogram, 1), axis=1), 1)
+    boundary = ops.maximum(ops.sum(ops.cast(ops.greater_equal(
+        at_or_above, remaining[:, None]), "int32"), axis=1) - 1, 0)
+    above = (ops.take_along_axis(at_or_above, boundary[:, None], 1)[:, 0] -
+             ops.take_along_axis(histogram, boundary[:, None], 1)[:, 0])
+    chosen = ops.logical_or(chosen, ops.logical_and(
+        candidates, ops.greater(digit, boundary[None, :])))
+    candidates = ops.logical_and(candidates, ops.equal(digit, boundary[None, :]))
+    remaining = remaining - above
+  rank = ops.cumsum(ops.cast(candidates, "int32"), axis=0)
+  return ops.logical_or(chosen, ops.logical_and(
+      candidates, ops.less_equal(rank, remaining[None, :])))
+
+
+def _fill_counts(fan_in, floor, budget, max_floor):
+  """Per unit, how many inputs to grow so units reach `floor`, within `budget`.
+
+  `keras_rigl.masks._fill_counts`'s water-filling (neediest level first, a
+  level the budget cannot finish to the lowest unit indices), over the
+  static levels 0..`max_floor` (>= floor) so that shapes do not depend on data.
+  """
+  need = ops.maximum(floor - fan_in, 0)
+  levels = ops.arange(max_floor + 1, dtype="int32")[:, None]
+  below = ops.sum(ops.minimum(ops.maximum(levels - fan_in[None, :], 0), need[None, :]), 1)
+  level = ops.minimum(ops.sum(ops.cast(ops.less_equal(below, budget), "int32")) - 1, floor)
+  base = ops.minimum(ops.maximum(level - fan_in, 0), need)
+  rest = budget - ops.take(below, level)
+  at_level = ops.logical_and(ops.less_equal(fan_in, level), ops.less(level, floor))
+  extra = ops.logical_and(at_level,
+                          ops.less_equal(ops.cumsum(ops.cast(at_level, "int32")), rest))
+  return base + ops.cast(extra, "int32")
+
+
+def min_fan_in_update(mask, weights, grow_scores, drop_fraction, min_fan_in,
+                      drop_scores=None):
+  """`keras_rigl.masks.min_fan_in_update`'s rule: units keep >= `min_fan_in` inputs.
+
+  Output units are the mask's last axis. Each unit's ``floor = min(min_fan_in,
+  rows, n_active // units)`` active inputs of largest drop score are never
+  dropped; units below the floor after the drop grow their best inactive
+  inputs first (neediest first, within the ``n_drop`` budget); the rest of the
+  growth is `update_mask`'s. Static shapes (runs under ``jax.jit``).
+
+  Example:
+  >>> mask = np.array([[1., 1.], [1., 0.], [0., 0.]], "float32")  # unit 1: one input
+  >>> w = np.array([[0.5, 0.1], [0.9, 0.], [0., 0.]], "float32")
+  >>> g = np.array([[0., 0.], [0., 0.], [3., 0.]], "float32")
+  >>> keras.ops.convert_to_numpy(min_fan_in_update(mask, w, g, 0.4, 1)[0]).tolist()
+  [[0.0, 1.0], [1.0, 0.0], [1.0, 0.0]]
+  """
+  mask = ops.convert_to_tensor(mask)
+  shape = tuple(int(d) for d in ops.shape(mask))
+  n_units = shape[-1] if shape else 0
+  n_rows = math.prod(shape) // max(n_units, 1)
+  max_floor = min(int(min_fan_in), n_rows)
+  if not shape or max_floor == 0:
+    return update_mask(mask, weights, grow_scores, drop_fraction, drop_scores)
+  active = ops.greater(ops.reshape(mask, [-1]), 0)
+  weights = _flat(weights)
+  grow_scores = finite_scores(_flat(grow_scores))
+  if drop_scores is None:
+    drop_scores = ops.abs(ops.where(active, weights, ops.zeros_like(weights)))
+  else:
+    drop_scores = _flat(drop_scores)
+  n_active = ops.sum(ops.cast(active, "int32"))
+  floor = ops.minimum(max_floor, n_active // n_units)
+  grid = lambda flat: ops.reshape(flat, [n_rows, n_units])
+  active_per_unit = ops.sum(ops.cast(grid(active), "int32"), 0)
+  protected = ops.reshape(top_mask_per_unit(
+      grid(finite_scores(drop_scores)), grid(active),
+      ops.minimum(floor, active_per_unit)), [-1])
+  droppable = ops.logical_and(active, ops.logical_not(protected))
+  n_drop = ops.minimum(drop_count(n_active, drop_fraction),
+                       ops.sum(ops.cast(droppable, "int32")))
+  dropped = _drop_positions(drop_scores, droppable, n_drop)
+  kept = ops.logical_and(active, ops.logical_not(dropped))
+  fan_in = ops.sum(ops.cast(grid(kept), "int32"), 0)
+  fills = _fill_counts(fan_in, floor, n_drop, max_floor)
+  filled = ops.reshape(top_mask_per_unit(grid(grow_scores), grid(ops.logical_not(kept)),
+                                         fills), [-1])
+  free = ops.logical_not(ops.logical_or(kept, filled))
+  grown_rest = top_mask(grow_scores, free, n_drop - ops.sum(fills))
+  new_active = ops.logical_or(ops.logical_or(kept, filled), grown_rest)
+  grown = ops.logical_and(new_active, ops.logical_not(active))
+  return (ops.reshape(ops.cast(new_active, mask.dtype), shape),
+          ops.reshape(grown, shape))

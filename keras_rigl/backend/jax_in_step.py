@@ -118,7 +118,8 @@ class JaxInStepUpdate:
     for i, (w_index, slots) in enumerate(zip(self.weights, self.slots)):
       weight, mask, grad = trainable[w_index], masks[i], grads[w_index]
       scores = ops.abs(ops.cast(grad, "float32"))
-      new_mask, grown = portable_masks.update_mask(mask, weight, scores, fraction)
+      new_mask, grown = portable_masks.min_fan_in_update(
+          mask, weight, scores, fraction, getattr(self.scheduler, "min_fan_in", 0))
       finite = ops.logical_and(ops.all(ops.isfinite(weight)), ops.all(ops.isfinite(scores)))
       new_mask = ops.where(finite, new_mask, mask)
       grown = ops.logical_and(grown, finite)

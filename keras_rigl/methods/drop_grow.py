@@ -168,9 +168,9 @@ class DropGrowScheduler(MaskScheduler):
       results = []
       for t, score in zip(self._targets, scores):
         score = ops.convert_to_tensor(score)
-        new_mask, grown = portable_masks.update_mask(
+        new_mask, grown = portable_masks.min_fan_in_update(
             _keras.variable_tensor(t.mask), _keras.variable_tensor(t.weight), score,
-            drop_fraction)
+            drop_fraction, self.min_fan_in)
         results.append((new_mask, grown, bool(ops.all(ops.isfinite(score)))))
       return results
     results = []
@@ -184,10 +184,6 @@ class DropGrowScheduler(MaskScheduler):
   # --- layer-wise redistribution --------------------------------------------
 
   def _prepare_targets(self):
-    if self.min_fan_in:
-      backend.require_tensorflow(
-          f"{type(self).__name__}(min_fan_in={self.min_fan_in})",
-          "Use min_fan_in=0 on this backend.")
     if self.redistribution is not None or self._tap_momentum is not None:
       backend.require_tensorflow(
           f"{type(self).__name__}: {self._feature()}",

@@ -302,6 +302,27 @@ def test_snip_keeps_the_most_sensitive_connections():
   assert_inactive_zero(sparse)
 
 
+@pytest.mark.parametrize("mode", ["in_step", "data"])
+def test_rigl_min_fan_in_keeps_every_unit_connected(mode):
+  """min_fan_in=2 on a layer RigL would otherwise cut units off: none falls below 2."""
+  if mode == "in_step" and BACKEND == "torch":
+    pytest.skip("the in-step update runs on TensorFlow and JAX")
+  x, y = data()
+  model = sparse_mlp(sparsity=0.9)
+  model.compile(keras.optimizers.SGD(0.1, momentum=0.9), ce())
+  counts = ones(model)
+  source = () if mode == "in_step" else (batches(x, y),)
+  rigl = kr.RigLScheduler(*source, update_freq=1, drop_fraction=0.5,
+                          drop_fraction_schedule="constant", end_step=7, min_fan_in=2)
+  model.fit(x, y, batch_size=32, epochs=2, callbacks=[rigl], verbose=0)
+  rigl.sync_updates()
+  assert rigl.updates == 8 and ones(model) == counts
+  assert_inactive_zero(model)
+  for _, m in pairs(model):
+    floor = min(2, m.shape[0], int(m.sum()) // m.shape[-1])
+    assert m.sum(axis=0).min() >= floor
+
+
 @pytest.mark.skipif(backend.IS_TENSORFLOW, reason="these features exist on TensorFlow")
 def test_tensorflow_only_features_say_so():
   model = sparse_mlp()
@@ -313,7 +334,7 @@ def test_tensorflow_only_features_say_so():
                                   0.5, storage="compressed"),
               lambda: kr.recipes.strategy.make_strategy("mirrored"),
               lambda: model.fit(x, y, verbose=0, callbacks=[
-                  kr.RigLScheduler(batches(x, y), end_step=4, min_fan_in=1)])):
+                  kr.RigLScheduler(batches(x, y), end_step=4, redistribution="momentum")])):
     with pytest.raises(backend.TensorFlowOnlyError, match=f"KERAS_BACKEND='{BACKEND}'"):
       use()
 
