@@ -22,15 +22,15 @@ train step by one that
 
 That step runs only where the host counts an update due; every other step is
 Keras's own (static sparsity), so steps between updates cost what static
-sparse training costs (see `JaxInStepUpdate.install`).
+sparse training costs (see `JaxInStepUpdate._make_steps`).
 
 The host learns of each update through ``jax.debug.callback`` (counters,
 history, skipped layers, warnings). Differences from TensorFlow's in-step
 update, documented in docs/backends.md: grow_init must be "zeros" (random
 initial values come from TensorFlow's generator on the host); the gradient of
 a weight regulariser is part of the grow score; a step that the loss scale
-skips does not stop a second update at the same step counter; each `fit`
-traces the train step again.
+skips does not stop a second update at the same step counter. Later `fit`
+calls of the same model, optimizer and end step reuse the compiled steps.
 """
 
 import warnings
@@ -83,6 +83,8 @@ class JaxInStepUpdate:
     self.iterations = _index(optimizer_variables, self.optimizer.iterations,
                              "optimizer step counter")
     self.first, self.table = _drop_fraction_table(scheduler, self.end_step)
+    self.jit_compile = bool(model.jit_compile and not model.run_eagerly)
+    self._steps = None  # (plain, update, train_step), made at the first install.
     self._installed = False
 
   # --- host side ---------------------------------------------------------------
@@ -169,12 +171,9 @@ class JaxInStepUpdate:
 
     return stateless_apply
 
-  def install(self):
+  def _make_steps(self):
+    """(plain step, update step, train_step): made, and jitted, once per update."""
     model, optimizer = self.model, self.optimizer
-    if getattr(optimizer, "_keras_rigl_in_step", None) is not None:
-      raise ValueError(
-          "This optimizer already runs the in-step update of another mask scheduler; "
-          "use one RigLScheduler/SETScheduler per model (and per optimizer).")
     original_step = model.train_step
     original_apply = optimizer.stateless_apply
     update = self
@@ -203,7 +202,7 @@ class JaxInStepUpdate:
     # every weight, slot and mask through the condition (a copy per step:
     # +30% epoch time on LeNet-300-100). Keras's JAX trainer calls the jitted
     # step once per step, also under steps_per_execution, so the host knows
-    # the step: the counter is read once per fit (`first_step`) and counted.
+    # the step: the counter is read once per fit (`next_step`) and counted.
     # The condition stays inside the update step, so a wrong host count (a
     # step the loss scale skipped) can delay an update, never misplace one.
     plain_step, update_step = original_step, train_step
@@ -211,6 +210,19 @@ class JaxInStepUpdate:
       import jax  # pylint: disable=g-import-not-at-top
       plain_step = jax.jit(original_step, donate_argnums=0)
       update_step = jax.jit(train_step, donate_argnums=0)
+    return plain_step, update_step, train_step
+
+  def install(self):
+    """Makes `model.fit` run the chosen steps (again, at each fit: no new trace)."""
+    model, optimizer = self.model, self.optimizer
+    if getattr(optimizer, "_keras_rigl_in_step", None) is not None:
+      raise ValueError(
+          "This optimizer already runs the in-step update of another mask scheduler; "
+          "use one RigLScheduler/SETScheduler per model (and per optimizer).")
+    if self._steps is None:
+      self._steps = self._make_steps()
+    plain_step, update_step, train_step = self._steps
+    update = self
 
     def chosen_step(state, data):
       step = update.next_step
@@ -221,10 +233,15 @@ class JaxInStepUpdate:
 
     object.__setattr__(model, "train_step", train_step)
     object.__setattr__(optimizer, "_keras_rigl_in_step", self)
-    model.make_train_function(force=True)
     model.train_function = model._make_function(chosen_step)  # pylint: disable=protected-access
     self.next_step = int(np.asarray(keras.ops.convert_to_numpy(optimizer.iterations)))
     self._installed = True
+
+  def reusable_for(self, model, end_step):
+    """True if the next fit can run this update's compiled steps as they are."""
+    return (not self._installed and self.model is model and
+            self.optimizer is model.optimizer and self.end_step == int(end_step) and
+            self.jit_compile == (model.jit_compile and not model.run_eagerly))
 
   def due_on_host(self, step):
     """True if an update is due at optimizer step `step` (the host's count)."""
@@ -289,7 +306,10 @@ def attach(scheduler):
   _keras.build_optimizer(model.optimizer, model.trainable_variables)
   scheduler._build_update()  # pylint: disable=protected-access
   scheduler._built_for = (model, model.optimizer)  # pylint: disable=protected-access
-  update = JaxInStepUpdate(scheduler, model, end_step)
+  if current is not None and current.reusable_for(model, end_step):
+    update = current  # Later fits: the steps compiled at the first one.
+  else:
+    update = JaxInStepUpdate(scheduler, model, end_step)
   update.install()
   scheduler._in_step = update  # pylint: disable=protected-access
   return update

@@ -237,9 +237,13 @@ def test_rigl_in_step_update_steps_with_steps_per_execution_and_refits():
   model.compile(keras.optimizers.SGD(0.1, momentum=0.9), ce(), steps_per_execution=3)
   counts = ones(model)
   rigl = kr.RigLScheduler(update_freq=4, drop_fraction=0.3, end_step=12)
+  installed = []
   for epoch in range(3):  # 4 steps a fit: executions of 3 and 1 steps.
     model.fit(x, y, batch_size=32, epochs=epoch + 1, initial_epoch=epoch,
               callbacks=[rigl], verbose=0)
+    installed.append(rigl._in_step)  # pylint: disable=protected-access
+  # Later fits run the update compiled at the first (no new trace per fit).
+  assert installed[0] is not None and all(u is installed[0] for u in installed)
   rigl.sync_updates()
   assert [s for s, _ in rigl.update_history] == [0, 4, 8]
   assert all(change > 0 for _, change in rigl.update_history)
