@@ -13,6 +13,15 @@ import sys
 import numpy as np
 import pytest
 
+from keras_rigl import backend
+
+# Each comparison starts its own process per backend, whatever backend this
+# process runs: run them once, in the JAX pass of `make test` (make test-jax),
+# not again in the TensorFlow passes.
+pytestmark = pytest.mark.skipif(
+    backend.NAME != "jax", reason="runs once, in the JAX pass (make test-jax): it "
+    "starts a process per backend itself")
+
 HELPER = os.path.join(os.path.dirname(__file__), "helpers", "rigl_masks.py")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
