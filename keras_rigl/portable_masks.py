@@ -135,6 +135,14 @@ def _flat(value):
   return ops.reshape(ops.cast(ops.convert_to_tensor(value), "float32"), [-1])
 
 
+def _flat_scores(active, weights, grow_scores, drop_scores):
+  """Flat finite grow scores and drop scores (default ``|W * M|``)."""
+  weights = _flat(weights)
+  if drop_scores is None:
+    drop_scores = ops.abs(ops.where(active, weights, ops.zeros_like(weights)))
+  return finite_scores(_flat(grow_scores)), _flat(drop_scores)
+
+
 def update_mask(mask, weights, grow_scores, drop_fraction, drop_scores=None):
   """One RigL drop/grow step on one mask: `keras_rigl.masks.update_mask`'s rule.
 
@@ -146,12 +154,7 @@ def update_mask(mask, weights, grow_scores, drop_fraction, drop_scores=None):
   mask = ops.convert_to_tensor(mask)
   shape = ops.shape(mask)
   active = ops.greater(ops.reshape(mask, [-1]), 0)
-  weights = _flat(weights)
-  grow_scores = finite_scores(_flat(grow_scores))
-  if drop_scores is None:
-    drop_scores = ops.abs(ops.where(active, weights, ops.zeros_like(weights)))
-  else:
-    drop_scores = _flat(drop_scores)
+  grow_scores, drop_scores = _flat_scores(active, weights, grow_scores, drop_scores)
   n_active = ops.sum(ops.cast(active, "int32"))
   n_drop = drop_count(n_active, drop_fraction)
   dropped = _drop_positions(drop_scores, active, n_drop)
@@ -272,12 +275,7 @@ def min_fan_in_update(mask, weights, grow_scores, drop_fraction, min_fan_in,
   if not shape or max_floor == 0:
     return update_mask(mask, weights, grow_scores, drop_fraction, drop_scores)
   active = ops.greater(ops.reshape(mask, [-1]), 0)
-  weights = _flat(weights)
-  grow_scores = finite_scores(_flat(grow_scores))
-  if drop_scores is None:
-    drop_scores = ops.abs(ops.where(active, weights, ops.zeros_like(weights)))
-  else:
-    drop_scores = _flat(drop_scores)
+  grow_scores, drop_scores = _flat_scores(active, weights, grow_scores, drop_scores)
   n_active = ops.sum(ops.cast(active, "int32"))
   floor = ops.minimum(max_floor, n_active // n_units)
   grid = lambda flat: ops.reshape(flat, [n_rows, n_units])
