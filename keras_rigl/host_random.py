@@ -56,8 +56,8 @@ def philox4x32(counters, key):
     uint32 array [n, 4], the generator's four output words per counter.
 
   Example:
-  >>> philox4x32(np.zeros((1, 4), np.uint32), (0, 0)).tolist()  # Random123's test vector.
-  [[1797259609, 2579696698, 3839367137, 4290303897]]
+  >>> [hex(w) for w in philox4x32(np.zeros((1, 4), np.uint32), (0, 0))[0]]  # Random123's
+  ['0x6627e8d5', '0xe169c58d', '0xbc57ac4c', '0x9b00dbd8']
   """
   c = [np.asarray(counters[:, j], np.uint32) for j in range(4)]
   k0, k1 = np.uint32(key[0]), np.uint32(key[1])
