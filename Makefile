@@ -68,8 +68,8 @@ jax: setup
 test-jax: jax data
 	KERAS_BACKEND=jax $(PY) -m pytest $(PYTEST_FLAGS) tests/backends
 
-# PyTorch is not part of `make test` (its Linux wheel on PyPI brings the CUDA
-# libraries, several GB); tests/backends skips its torch comparison without it.
+# PyTorch (pinned in constraints.txt: torch 2.13.0, the CPU build) is not part
+# of `make test`; tests/backends skips its torch comparison without it.
 torch: setup
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q -c constraints.txt torch
 

@@ -3,14 +3,17 @@
 TensorFlow 2.21 routes ``tf.keras`` to Keras 3 unless ``TF_USE_LEGACY_KERAS``
 is ``1``/``true``/``True``, in which case it uses ``tf_keras`` (Keras 2). We
 apply exactly the same rule so that ``tf.keras`` and ``keras_rigl`` always
-agree. Every other module imports Keras from here, never directly.
+agree. Every other module imports Keras from here, never directly. Deciding
+needs only the environment: TensorFlow is imported by tf_keras or by Keras 3's
+TensorFlow backend, never here (Keras 3 on JAX or PyTorch runs without it).
 """
 
 import os
 import sys
 import warnings
 
-import tensorflow as tf
+# TensorFlow on first use: Keras 3 on JAX or PyTorch must not import it.
+from keras_rigl.backend._tf import tf
 
 _LEGACY_VALUES = ("true", "True", "1")
 USE_LEGACY_KERAS = os.environ.get("TF_USE_LEGACY_KERAS", None) in _LEGACY_VALUES

@@ -10,7 +10,7 @@ become dense kernels (which must fit `strip`'s size limit).
 import os
 import tempfile
 
-import tensorflow as tf
+from keras_rigl.backend import tf
 
 from keras_rigl import _keras
 from keras_rigl import backend

@@ -8,7 +8,7 @@ bound on the number of connections that move (``max_update``).
 import numbers
 import zlib
 
-import tensorflow as tf
+from keras_rigl.backend import tf
 
 from keras_rigl.distributions import num_zeros
 
@@ -23,7 +23,7 @@ def name_seed(seed, name):
   return (int(seed) & 0x7FFFFFFF, zlib.crc32(str(name).encode("utf-8")) & 0x7FFFFFFF)
 
 
-def random_mask(shape, sparsity, seed, dtype=tf.float32):
+def random_mask(shape, sparsity, seed, dtype="float32"):
   """A 0/1 mask with exactly ``floor(sparsity * N)`` zeros at random positions.
 
   Args:

@@ -7,7 +7,7 @@ lists SNIP among its baselines.
 """
 
 import numpy as np
-import tensorflow as tf
+from keras_rigl.backend import tf
 
 from keras_rigl import _keras
 from keras_rigl import backend

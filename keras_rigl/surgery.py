@@ -5,7 +5,7 @@ from typing import Optional
 import warnings
 
 import numpy as np
-import tensorflow as tf
+from keras_rigl.backend import tf
 
 from keras_rigl import _keras
 from keras_rigl import connectivity as _connectivity

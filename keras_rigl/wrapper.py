@@ -19,7 +19,7 @@ import inspect
 import threading
 
 import numpy as np
-import tensorflow as tf
+from keras_rigl.backend import tf
 
 from keras_rigl import _keras
 from keras_rigl import backend
@@ -27,7 +27,7 @@ from keras_rigl import layer_registry
 from keras_rigl._keras import keras
 from keras_rigl._records import recording
 from keras_rigl.distributions import check_seed, check_sparsity
-from keras_rigl.masks import name_seed, random_mask
+from keras_rigl.masks import name_seed
 
 _L = keras.layers
 # Layer types wrapped out of the box (the layer registry's plain types).
@@ -267,10 +267,9 @@ class SparseWrapper(_L.Wrapper):
         initializer = "ones"
       else:
         def initializer(shape, dtype=None, sparsity=sparsity, seed=seed):
-          # TensorFlow's stateless generator on every backend (on the host,
-          # numpy out, elsewhere): the same seed gives the same mask.
-          return backend.host_array(random_mask, shape, sparsity, seed,
-                                    dtype=tf.as_dtype(dtype or tf.float32))
+          # TensorFlow's stateless generator (its op on TensorFlow, the same
+          # Philox stream in numpy elsewhere): the same seed, the same mask.
+          return backend.host_random_mask(shape, sparsity, seed, dtype)
       # tf_keras' AutoCastVariable reports the compute dtype inside a call
       # (bfloat16/float16 under mixed precision); the mask takes the stored one.
       dtype = getattr(weight, "true_dtype", None) or weight.dtype

@@ -11,9 +11,13 @@ What differs between backends lives here and nowhere else:
 
 - `NAME`, `IS_TENSORFLOW`: the backend in use.
 - `require_tensorflow(feature, alternative)`: the error of a TF-only feature.
-- `to_numpy`, `host_random_uniform` / `host_random_normal` (TensorFlow's
-  stateless generator run eagerly on the host, numpy out, so that masks and
-  random growth are identical on every backend), `strategy_scope`.
+- `tf`: TensorFlow, imported on first attribute access (every module uses it
+  instead of ``import tensorflow``), so that Keras 3 on JAX or PyTorch runs
+  without importing TensorFlow.
+- `to_numpy`, `host_random_uniform` / `host_random_normal` /
+  `host_random_mask` (TensorFlow's stateless generator: its own op on
+  TensorFlow, `keras_rigl.host_random`'s numpy Philox elsewhere, so that masks
+  and random growth are identical on every backend), `strategy_scope`.
 - `sync_state` / `state_changed`: a callback that reads or assigns variables
   during `fit` (JAX keeps the training state outside the variables between
   steps; the other backends need nothing).
@@ -34,7 +38,10 @@ import contextlib
 import numpy as np
 
 from keras_rigl import _keras
+from keras_rigl import host_random
 from keras_rigl._keras import keras
+from keras_rigl.backend._tf import tf  # TensorFlow, imported on first use.
+from keras_rigl.backend._tf import tf_types
 
 NAME = _keras.BACKEND
 IS_TENSORFLOW = NAME == "tensorflow"
@@ -76,24 +83,31 @@ def to_numpy(value):
   return keras.ops.convert_to_numpy(value)
 
 
-def _host_tf():
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  return tf
-
-
 def host_random_uniform(shape, seed):
   """TensorFlow's ``stateless_uniform(shape, seed)`` (float32) as numpy.
 
-  Run eagerly on the host CPU on every backend, so that SET's random growth
-  (and everything else keyed by a stateless seed) is bit-identical across
-  backends. `seed` is a pair of ints.
+  The same numbers on every backend, so that SET's random growth (and
+  everything else keyed by a stateless seed) is bit-identical across
+  backends: TensorFlow's own op on TensorFlow, `keras_rigl.host_random` (the
+  same Philox stream in numpy, no TensorFlow needed) elsewhere. `seed` is a
+  pair of ints.
+
+  Example:
+  >>> host_random_uniform((2, 2), (0, 1)).dtype.name
+  'float32'
   """
   return host_random_uniform_range(shape, seed, 0.0, 1.0)
 
 
 def host_random_normal(shape, seed, dtype="float32"):
-  """TensorFlow's ``stateless_normal(shape, seed)`` as numpy (see above)."""
-  tf = _host_tf()
+  """TensorFlow's ``stateless_normal(shape, seed)`` as numpy.
+
+  On JAX / PyTorch `keras_rigl.host_random.stateless_normal`: the same
+  Box-Muller draw, equal to TensorFlow's to a few units in the last place
+  (numpy's log/sin/cos), not bit for bit. Used for random `grow_init` only.
+  """
+  if not IS_TENSORFLOW:
+    return host_random.stateless_normal(shape, seed, _host_dtype(dtype))
   with tf.device("/CPU:0"):
     return tf.random.stateless_normal(
         [int(d) for d in shape], seed=tf.constant(seed, tf.int64),
@@ -101,24 +115,35 @@ def host_random_normal(shape, seed, dtype="float32"):
 
 
 def host_random_uniform_range(shape, seed, low, high, dtype="float32"):
-  """TensorFlow's ``stateless_uniform(shape, seed, low, high)`` as numpy."""
-  tf = _host_tf()
+  """TensorFlow's ``stateless_uniform(shape, seed, low, high)`` as numpy (bit for bit)."""
+  if not IS_TENSORFLOW:
+    return host_random.stateless_uniform(shape, seed, low, high, _host_dtype(dtype))
   with tf.device("/CPU:0"):
     return tf.random.stateless_uniform(
         [int(d) for d in shape], seed=tf.constant(seed, tf.int64), minval=low,
         maxval=high, dtype=tf.as_dtype(dtype)).numpy()
 
 
-def host_array(function, *args, **kwargs):
-  """Runs a function of TensorFlow ops eagerly on the host; numpy out.
+def _host_dtype(dtype):
+  """float32 / float64 for `host_random`; other float dtypes draw float32 then cast."""
+  name = keras.backend.standardize_dtype(dtype)
+  return name if name in ("float32", "float64") else "float32"
 
-  On TensorFlow the result is returned as it is (a tf.Tensor).
+
+def host_random_mask(shape, sparsity, seed, dtype="float32"):
+  """`keras_rigl.masks.random_mask` (``floor(sparsity * N)`` zeros at stateless
+  random positions): a tf.Tensor on TensorFlow, elsewhere the identical mask
+  from `keras_rigl.host_random` in numpy.
+
+  Example:
+  >>> int(np.asarray(host_random_mask((4, 5), 0.5, (0, 1))).sum())
+  10
   """
-  if IS_TENSORFLOW:
-    return function(*args, **kwargs)
-  tf = _host_tf()
-  with tf.device("/CPU:0"):
-    return np.asarray(function(*args, **kwargs))
+  if not IS_TENSORFLOW:
+    name = keras.backend.standardize_dtype(dtype or "float32")
+    return host_random.random_mask(shape, sparsity, seed, name)
+  from keras_rigl.masks import random_mask  # pylint: disable=g-import-not-at-top
+  return random_mask(shape, sparsity, seed, dtype=tf.as_dtype(dtype or tf.float32))
 
 
 def strategy_scope(model):

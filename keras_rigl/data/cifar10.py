@@ -5,9 +5,11 @@ horizontal flip. Both splits: scale to [0, 1] and normalise each channel
 with the training set's mean and standard deviation.
 """
 
+from __future__ import annotations  # tf.data types in annotations: TensorFlow loads lazily.
+
 from typing import Optional
 
-import tensorflow as tf
+from keras_rigl.backend import tf
 
 from keras_rigl.data import common
 

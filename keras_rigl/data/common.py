@@ -14,11 +14,13 @@ things and this module turns them into a batched `tf.data.Dataset`:
 Pure `tf.data`; nothing here imports Keras.
 """
 
+from __future__ import annotations  # tf.data types in annotations: TensorFlow loads lazily.
+
 import dataclasses
 from typing import Callable, Optional, Tuple
 
 import numpy as np
-import tensorflow as tf
+from keras_rigl.backend import tf
 
 
 class DataNotFoundError(FileNotFoundError):

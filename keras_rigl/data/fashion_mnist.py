@@ -9,13 +9,15 @@ Images are scaled to [0, 1], shape (28, 28, 1); no augmentation (as in the
 RigL MNIST experiments).
 """
 
+from __future__ import annotations  # tf.data types in annotations: TensorFlow loads lazily.
+
 import functools
 import gzip
 import os
 from typing import Optional, Tuple
 
 import numpy as np
-import tensorflow as tf
+from keras_rigl.backend import tf
 
 from keras_rigl.data import common
 

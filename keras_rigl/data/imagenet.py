@@ -20,9 +20,11 @@ ImageNet input fast enough for accelerators.
 ImageNet cannot be downloaded by tfds; see `MISSING_HELP`.
 """
 
+from __future__ import annotations  # tf.data types in annotations: TensorFlow loads lazily.
+
 from typing import Optional
 
-import tensorflow as tf
+from keras_rigl.backend import tf
 
 from keras_rigl.data import common
 from keras_rigl.data import imagenet_records

@@ -32,10 +32,12 @@ Example:
 [3]
 """
 
+from __future__ import annotations  # tf.data types in annotations: TensorFlow loads lazily.
+
 import os
 from typing import List
 
-import tensorflow as tf
+from keras_rigl.backend import tf
 
 # The file prefix of each split, as the conversion script names them.
 SPLIT_PREFIX = {"train": "train", "validation": "validation"}
@@ -46,10 +48,13 @@ LABEL_OFFSET = 1
 
 IMAGE_KEY = "image/encoded"
 LABEL_KEY = "image/class/label"
-_FEATURES = {
-    IMAGE_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
-    LABEL_KEY: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
-}
+
+
+def _features():
+  return {
+      IMAGE_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
+      LABEL_KEY: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+  }
 
 
 def shard_name(split: str, index: int, num_shards: int) -> str:
@@ -148,7 +153,7 @@ def parse(record):
   >>> jpeg.numpy(), int(label)
   (b'abc', 9)
   """
-  parsed = tf.io.parse_single_example(record, _FEATURES)
+  parsed = tf.io.parse_single_example(record, _features())
   label = tf.cast(parsed[LABEL_KEY], tf.int32) - LABEL_OFFSET
   return parsed[IMAGE_KEY], label
 

@@ -14,11 +14,13 @@ global-batch `tf.data.Dataset`, which `model.fit` under a
 MirroredStrategy scope also distributes by itself.
 """
 
+from __future__ import annotations  # tf.data types in annotations: TensorFlow loads lazily.
+
 import functools
 import numbers
 from typing import Optional
 
-import tensorflow as tf
+from keras_rigl.backend import tf
 
 from keras_rigl.data import cifar10
 from keras_rigl.data import common

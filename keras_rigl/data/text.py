@@ -35,7 +35,7 @@ import dataclasses
 import os
 
 import numpy as np
-import tensorflow as tf
+from keras_rigl.backend import tf
 
 from keras_rigl.data.common import DataNotFoundError
 

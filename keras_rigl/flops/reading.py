@@ -6,9 +6,10 @@ import math
 import re
 
 import numpy as np
-import tensorflow as tf
+from keras_rigl.backend import tf
 
 from keras_rigl import _keras
+from keras_rigl import backend
 from keras_rigl._keras import keras
 from keras_rigl import layer_registry
 from keras_rigl.layer_registry import keras_types
@@ -33,10 +34,17 @@ def _is_graph_model(layer):
   return isinstance(layer, keras.Model)
 
 
+def _flatten(structure):
+  """tf.nest.flatten on TensorFlow (both flavours), keras.tree.flatten elsewhere."""
+  if backend.IS_TENSORFLOW:
+    return tf.nest.flatten(structure)
+  return keras.tree.flatten(structure)
+
+
 def _shape_of(tensors):
-  first = tf.nest.flatten(tensors)[0]
+  first = _flatten(tensors)[0]
   shape = first.shape
-  if isinstance(shape, tf.TensorShape):
+  if isinstance(shape, backend.tf_types("TensorShape")):
     shape = shape.as_list()
   return tuple(shape)
 
@@ -59,8 +67,8 @@ def _calls(graph, layer, all_inputs=False):
     nodes = [node for index, node in enumerate(nodes)
              if f"{owner}_ib-{index}" in keys]
   if all_inputs:
-    return [([tuple(t.shape.as_list() if isinstance(t.shape, tf.TensorShape) else t.shape)
-              for t in tf.nest.flatten(node.input_tensors)],
+    return [([tuple(t.shape.as_list() if isinstance(t.shape, backend.tf_types("TensorShape"))
+              else t.shape) for t in _flatten(node.input_tensors)],
              _shape_of(node.output_tensors)) for node in nodes]
   return [(_shape_of(node.input_tensors), _shape_of(node.output_tensors))
           for node in nodes]
@@ -121,6 +129,8 @@ def _fraction_nonzero(variable):
   size = _size(variable)
   if not size:
     return 1.0
+  if not backend.IS_TENSORFLOW:
+    return float(np.count_nonzero(backend.to_numpy(variable))) / size
   return float(tf.math.count_nonzero(_value(variable))) / size
 
 

@@ -13,7 +13,7 @@ import contextlib
 import threading
 
 import numpy as np
-import tensorflow as tf
+from keras_rigl.backend import tf
 
 from keras_rigl import _keras
 from keras_rigl import backend as _backend

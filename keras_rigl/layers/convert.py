@@ -1,7 +1,7 @@
 """Plain Keras layers -> compressed layers (for `keras_rigl.sparsify(storage="compressed")`)."""
 
 import numpy as np
-import tensorflow as tf
+from keras_rigl.backend import tf
 
 from keras_rigl._keras import keras
 from keras_rigl.layers.dense import SparseDense, SparsePointwiseConv2D

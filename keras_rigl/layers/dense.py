@@ -1,7 +1,7 @@
 """SparseDense and SparsePointwiseConv2D: ``x @ W`` with W stored as values + positions."""
 
 import numpy as np
-import tensorflow as tf
+from keras_rigl.backend import tf
 
 from keras_rigl._keras import keras
 from keras_rigl.layers import kernels

@@ -1,7 +1,7 @@
 """SparseEmbedding: an embedding table stored as values + positions."""
 
 import numpy as np
-import tensorflow as tf
+from keras_rigl.backend import tf
 
 from keras_rigl._keras import keras
 from keras_rigl.layers.base import CompressedLayer, _record, serialize

@@ -21,7 +21,7 @@ the growth is `update.top_free`'s block scan. Dynamic shapes only, as on the
 masked storage. Plain TensorFlow; nothing here knows about Keras.
 """
 
-import tensorflow as tf
+from keras_rigl.backend import tf
 
 from keras_rigl import masks as _masks
 from keras_rigl.layers import update as _update

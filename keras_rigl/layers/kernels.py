@@ -46,9 +46,10 @@ kernel); ``"auto"`` detects an XLA context and picks one of them, and an
 explicit non-XLA method raises a ValueError there.
 """
 
+import functools
 import operator
 
-import tensorflow as tf
+from keras_rigl.backend import tf
 
 # Largest kernel (n_in * n_out elements) that method="dense" may scatter into a
 # dense tensor: 2**22 float32 = 16 MiB, below every layer size the compressed
@@ -126,7 +127,7 @@ def _device_type(x):
   return "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
 
 
-def choose_method(n_in, n_out, nnz, batch, device="CPU", xla=False, dtype=tf.float32,
+def choose_method(n_in, n_out, nnz, batch, device="CPU", xla=False, dtype="float32",
                   ordered=False, allow_dense=True):
   """The method ``method="auto"`` uses for one call.
 
@@ -385,7 +386,20 @@ def _values_grad(indices, rows_cols, n_in, n_out, order):
 # functions: on CPU, TF's element-wise int32 kernels took 6-18 ms per 1.7M
 # entries where the fused XLA version took 1.6 ms (4096^2 at 90%). Called inside
 # an outer jit_compile function they are simply inlined.
-_xla = tf.function(jit_compile=True, reduce_retracing=True)
+def _xla(function):
+  """``tf.function(jit_compile=True, reduce_retracing=True)``, made on first call.
+
+  (Not at import: TensorFlow is imported only where it is used.)
+  """
+  compiled = []
+
+  @functools.wraps(function)
+  def call(*args, **kwargs):
+    if not compiled:
+      compiled.append(tf.function(function, jit_compile=True, reduce_retracing=True))
+    return compiled[0](*args, **kwargs)
+
+  return call
 
 
 @_xla

@@ -8,7 +8,7 @@ dense size. Plain TensorFlow; nothing here knows about Keras.
 """
 
 import numpy as np
-import tensorflow as tf
+from keras_rigl.backend import tf
 
 from keras_rigl.distributions import num_zeros
 

@@ -9,7 +9,7 @@ every replica ends with the same positions, values and optimizer slots).
 
 import math
 
-import tensorflow as tf
+from keras_rigl.backend import tf
 
 from keras_rigl import _keras
 from keras_rigl.layers import fan_in as _fan_in

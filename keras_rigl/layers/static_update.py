@@ -21,7 +21,7 @@ Given the same inputs it picks the same connections as the dynamic update
 source)``. Plain TensorFlow; nothing here knows about Keras.
 """
 
-import tensorflow as tf
+from keras_rigl.backend import tf
 
 from keras_rigl.layers import update as _update
 

@@ -23,7 +23,7 @@ given the same weights and gradients both storages pick the same
 connections. Plain TensorFlow; nothing here knows about Keras.
 """
 
-import tensorflow as tf
+from keras_rigl.backend import tf
 
 from keras_rigl import masks as _masks
 from keras_rigl.layers.positions import sample_positions

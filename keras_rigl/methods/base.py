@@ -20,7 +20,7 @@ import math
 import warnings
 
 import numpy as np
-import tensorflow as tf
+from keras_rigl.backend import tf
 
 from keras_rigl import _keras
 from keras_rigl import backend
@@ -200,9 +200,13 @@ class MaskScheduler(_UpdateTiming, keras.callbacks.Callback):
         from keras_rigl.backend import jax_in_step  # pylint: disable=g-import-not-at-top
         jax_in_step.attach(self)
         return
+      if backend.NAME == "torch":
+        from keras_rigl.backend import torch_in_step  # pylint: disable=g-import-not-at-top
+        torch_in_step.attach(self)
+        return
       backend.require_tensorflow(
           f"{type(self).__name__}'s update inside the train step (grow scores from "
-          "the training step's own gradient; TensorFlow and JAX)",
+          "the training step's own gradient; TensorFlow, JAX and PyTorch)",
           f"Pass data=... to {type(self).__name__} (batches of the training set, "
           "e.g. a list of numpy (x, y) batches): its grow scores then come from a "
           "separate pass, which runs on every backend.")
@@ -376,6 +380,8 @@ class MaskScheduler(_UpdateTiming, keras.callbacks.Callback):
     raise NotImplementedError
 
   def _grown_values(self, target, step, new_mask, grown):
+    if not backend.IS_TENSORFLOW:
+      return keras.ops.zeros_like(_keras.variable_tensor(target.weight))
     return tf.zeros_like(_keras.variable_tensor(target.weight))
 
   def _update_step(self, step, argument):
@@ -427,7 +433,8 @@ class MaskScheduler(_UpdateTiming, keras.callbacks.Callback):
     """Largest fraction of a layer's ones one update can move."""
     return 1.0
 
-  def _run_update(self, step):
+  def _run_update(self, step, argument=None):
+    """Runs the update due at `step` (`argument`: `_update_argument`'s, by default)."""
     if self._update_fn is None or (self._slots_pending and step > 0):
       # Optimizer slots may only appear with the first step (tf_keras legacy
       # optimizers create them then): look them up again after step 0.
@@ -435,7 +442,8 @@ class MaskScheduler(_UpdateTiming, keras.callbacks.Callback):
       self._prepare(step)
       if self._slots_pending and step > 0:
         self._slots_pending = False
-    argument = self._update_argument(step)
+    if argument is None:
+      argument = self._update_argument(step)
     if backend.IS_TENSORFLOW:
       with self.model.distribute_strategy.scope():
         change, finite = self._update_fn(tf.constant(step, tf.int64), argument)

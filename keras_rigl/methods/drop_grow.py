@@ -16,13 +16,12 @@ update as well as from the callback.
 import math
 
 import numpy as np
-import tensorflow as tf
+from keras_rigl.backend import tf
 
 from keras_rigl import _keras
 from keras_rigl import backend
 from keras_rigl import flops as _flops
 from keras_rigl import portable_masks
-from keras_rigl import redistribution as _redistribution
 from keras_rigl.masks import check_min_fan_in, drop_count, update_mask
 from keras_rigl.methods.base import MaskScheduler
 from keras_rigl.methods.validation import check_fraction
@@ -239,11 +238,14 @@ class DropGrowScheduler(MaskScheduler):
     return tf.convert_to_tensor(target.tap.buffer)
 
   def _layer_statistic(self, target, score, mask):
+    # TensorFlow-only, imported on use (it imports TensorFlow).
+    from keras_rigl import redistribution as _redistribution  # pylint: disable=g-import-not-at-top
     source = self._momentum(target) if self.redistribution == "momentum" else score
     return _redistribution.mean_abs_over_active(source, mask)
 
   def _redistributed_masks(self, drop_fraction, scores):
     """Drop per layer; regrow the total, split by the layers' statistics."""
+    from keras_rigl import redistribution as _redistribution  # pylint: disable=g-import-not-at-top
     targets = self._targets
     masks = [_keras.variable_tensor(t.mask) for t in targets]
     weights = [_keras.variable_tensor(t.weight) for t in targets]

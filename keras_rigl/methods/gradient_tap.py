@@ -7,7 +7,7 @@ through `GradientTap.product`.
 """
 
 import numpy as np
-import tensorflow as tf
+from keras_rigl.backend import tf
 
 
 class GradientTap:

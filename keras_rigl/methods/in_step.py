@@ -35,7 +35,7 @@ import warnings
 import weakref
 
 import numpy as np
-import tensorflow as tf
+from keras_rigl.backend import tf
 
 from keras_rigl import _keras
 from keras_rigl.methods.timing import drop_fraction_table
@@ -139,7 +139,7 @@ class StepGradientTap:
     return self.buffer is not None or bool(
         self._records().get(tf.compat.v1.get_default_graph()))
 
-  def take(self, shape, dtype=tf.float32):
+  def take(self, shape, dtype="float32"):
     """Sum of the recorded gradients of the current graph (and forgets them).
 
     In buffer mode: this replica's buffer, which a later `clear` empties.

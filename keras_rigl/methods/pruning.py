@@ -4,7 +4,7 @@ import math
 import numbers
 
 import numpy as np
-import tensorflow as tf
+from keras_rigl.backend import tf
 
 from keras_rigl import _keras
 from keras_rigl import backend

@@ -10,7 +10,7 @@ inside a host-scheduled update; the model's other state is put back afterwards.
 """
 
 import numpy as np
-import tensorflow as tf
+from keras_rigl.backend import tf
 
 from keras_rigl import _keras
 from keras_rigl import backend
@@ -185,10 +185,10 @@ class RigLScheduler(DropGrowScheduler):
   def _update_argument(self, step, check=True):
     return (self._scalar(self.current_drop_fraction(step, check)), self._iterator)
 
-  def _run_update(self, step):
+  def _run_update(self, step, argument=None):
     try:
-      super()._run_update(step)
-    except tf.errors.OutOfRangeError:
+      super()._run_update(step, argument)
+    except backend.tf_types("errors.OutOfRangeError"):
       # Keras would read this as the end of the training data and stop.
       raise ValueError(
           "RigLScheduler data ran out of batches although it is repeated: it is "
@@ -198,6 +198,9 @@ class RigLScheduler(DropGrowScheduler):
 
   def _grow_scores(self, step, iterator):
     if self.in_step:  # The train step's dense gradients, summed over replicas.
+      if not backend.IS_TENSORFLOW:  # PyTorch: the gradients of the step itself.
+        ops = _keras.keras.ops
+        return [ops.abs(ops.cast(g, "float32")) for g in iterator]
       return [tf.abs(g) for g in iterator]
     if not backend.IS_TENSORFLOW:  # JAX / PyTorch: the backend seam's gradient.
       totals = None

@@ -12,7 +12,7 @@ import numbers
 import threading
 
 import numpy as np
-import tensorflow as tf
+from keras_rigl.backend import tf
 
 from keras_rigl import _keras
 from keras_rigl import backend
@@ -72,6 +72,43 @@ class _CachedBatches:
       index += 1
 
 
+class HostBatches:
+  """RigL data on JAX / PyTorch: an iterable of batches, replayed, without tf.data.
+
+  The few `tf.data.Dataset` methods `RigLScheduler` calls (`repeat`, `skip`,
+  `prefetch`, iteration), so that the scheduler reads both the same way.
+  Batches are used as they come (numpy arrays, or the backend's tensors).
+  """
+
+  def __init__(self, batches, repeat=False, skip=0):
+    self._batches = batches
+    self._repeat = repeat
+    self._skip = skip
+
+  def first(self):
+    return self._batches.get(0)
+
+  def repeat(self):
+    return HostBatches(self._batches, True, self._skip)
+
+  def skip(self, count):
+    return HostBatches(self._batches, self._repeat, self._skip + int(count))
+
+  def prefetch(self, _):
+    return self
+
+  def __iter__(self):
+    skip = self._skip
+    while True:
+      for batch in self._batches():
+        if skip:
+          skip -= 1
+          continue
+        yield batch
+      if not self._repeat:
+        return
+
+
 def as_dataset(data):
   """A tf.data.Dataset of batches from a Dataset or an iterable of batches.
 
@@ -81,7 +118,7 @@ def as_dataset(data):
   >>> [tuple(x.shape) for x, _ in as_dataset(iter(batches))]
   [(2, 3), (2, 3)]
   """
-  if isinstance(data, tf.data.Dataset):
+  if isinstance(data, backend.tf_types("data.Dataset")):
     return data
   if data is None:
     raise ValueError("RigLScheduler data is missing: pass " + _DATA_HELP +
@@ -103,6 +140,8 @@ def as_dataset(data):
   if first is _CachedBatches._END:
     raise ValueError("RigLScheduler data is empty: the iterator yielded no batches. "
                      "Pass " + _DATA_HELP + ".")
+  if not backend.IS_TENSORFLOW:  # JAX / PyTorch: no tf.data (nor TensorFlow) needed.
+    return HostBatches(batches)
   first = tf.nest.map_structure(tf.convert_to_tensor, first)
   # Any batch size (the last batch may be smaller).
   signature = tf.nest.map_structure(
@@ -126,6 +165,9 @@ def check_data(dataset, model):
   batch (an empty dataset must fail here, not end training at an update) and
   runs it through the model and the compiled loss in inference mode.
   """
+  if isinstance(dataset, HostBatches):
+    _check_host_data(dataset, model)
+    return
   spec = dataset.element_spec
   if not isinstance(spec, tuple) or len(spec) not in (2, 3):
     kind = (f"a tuple of {len(spec)}" if isinstance(spec, tuple)
@@ -179,6 +221,31 @@ def check_data(dataset, model):
     raise ValueError(DATA_MISMATCH.format(error=error)) from error
 
 
+def _check_host_data(batches, model):
+  """`check_data` for `HostBatches` (JAX / PyTorch): the same checks on the first batch."""
+  keras = _keras.keras
+  batch = batches.first()
+  if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
+    kind = (f"a tuple of {len(batch)}" if isinstance(batch, (tuple, list))
+            else type(batch).__name__)
+    raise ValueError(
+        f"RigLScheduler data must yield (x, y) or (x, y, sample_weight) batches, but it "
+        f"yields {kind}: RigL needs labels to compute the loss's gradient. Pass the "
+        "labelled training set, e.g. a list of numpy (x, y) batches.")
+  batch = keras.tree.map_structure(lambda t: np.asarray(backend.to_numpy(t)), tuple(batch))
+  for y_leaf in keras.tree.flatten(batch[1]):
+    if y_leaf.dtype.kind in "USO":
+      raise ValueError(
+          "RigLScheduler data has string labels; map them to integer class ids (or "
+          "one-hot floats) as for fit.")
+  _check_inputs(batch[0], model)
+  x, y, sample_weight = _keras.unpack_batch(batch)
+  try:
+    compute_loss(model, x, y, model(x, training=False), sample_weight)
+  except (ValueError, TypeError) as error:
+    raise ValueError(DATA_MISMATCH.format(error=error)) from error
+
+
 def _check_with_loss_function(model, batch, strategy):
   """One batch through the model and the compiled loss function, metrics untouched."""
   loss = getattr(model, "loss", None)
@@ -229,24 +296,26 @@ def _check_inputs(x_spec, model):
           f"model's inputs are named {names}; key the features by the input names.")
     specs = [x_spec[name] for name in names]
   else:
-    specs = tf.nest.flatten(x_spec)
+    specs = (tf.nest.flatten(x_spec) if backend.IS_TENSORFLOW
+             else _keras.keras.tree.flatten(x_spec))
     if len(specs) != len(inputs):
       raise ValueError(
           f"RigLScheduler data yields {len(specs)} input tensor(s) per batch, but the "
           f"model takes {len(inputs)} ({names}); yield x with one tensor per model input.")
   for name, spec, tensor in zip(names, specs, inputs):
     expected = tuple(tensor.shape)
-    got = spec.shape
-    if got.rank is None:
+    got = spec.shape  # A tf.TensorSpec's TensorShape, or a numpy array's tuple.
+    if getattr(got, "rank", len(got)) is None:
       continue
-    if got.rank == len(expected) - 1:
+    got = tuple(got)
+    if len(got) == len(expected) - 1:
       raise ValueError(
           f"RigLScheduler data is not batched: input {name!r} has shape {tuple(got)} "
           f"where the model expects batches of shape {expected}. Call .batch(...) on "
           "the dataset, e.g. dataset.batch(128).")
-    if got.rank != len(expected) or any(
+    if len(got) != len(expected) or any(
         e is not None and g is not None and e != g
-        for e, g in zip(expected[1:], got.as_list()[1:])):
+        for e, g in zip(expected[1:], got[1:])):
       raise ValueError(
           f"RigLScheduler data has the wrong feature shape for input {name!r}: "
           f"batches of shape {tuple(got)}, the model expects {expected}. Pass the "

@@ -1,7 +1,7 @@
 """SET (Mocanu et al., 2018): RigL's drop, random growth."""
 
 import numpy as np
-import tensorflow as tf
+from keras_rigl.backend import tf
 
 from keras_rigl import backend
 

@@ -18,7 +18,7 @@ import os
 
 from absl import logging
 import numpy as np
-import tensorflow as tf
+from keras_rigl.backend import tf
 
 from keras_rigl import surgery as _surgery
 from keras_rigl._keras import IS_KERAS3

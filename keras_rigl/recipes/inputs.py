@@ -13,7 +13,7 @@ TensorShape([32, 28, 28, 1])
 import collections
 
 from absl import logging
-import tensorflow as tf
+from keras_rigl.backend import tf
 
 from keras_rigl import data as _data
 from keras_rigl.recipes.strategy import is_tpu

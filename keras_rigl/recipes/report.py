@@ -30,7 +30,7 @@ import json
 import os
 
 import numpy as np
-import tensorflow as tf
+from keras_rigl.backend import tf
 
 from keras_rigl import flops as _flops
 from keras_rigl import surgery as _surgery

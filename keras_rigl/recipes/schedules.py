@@ -10,7 +10,7 @@ Example:
 import math
 import numbers
 
-import tensorflow as tf
+from keras_rigl.backend import tf
 
 from keras_rigl import backend
 from keras_rigl._keras import keras

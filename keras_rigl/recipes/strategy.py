@@ -8,7 +8,7 @@ Example:
 """
 
 from absl import logging
-import tensorflow as tf
+from keras_rigl.backend import tf
 
 from keras_rigl import backend
 from keras_rigl._keras import FLAVOUR

@@ -26,7 +26,7 @@ Example:
 1
 """
 
-import tensorflow as tf
+from keras_rigl.backend import tf
 
 
 def _replica_device():
