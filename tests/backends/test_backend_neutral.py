@@ -226,13 +226,13 @@ def test_rigl_in_step_counts_and_dropped_slots(optimizer):
   assert dropped_any
 
 
-@pytest.mark.skipif(backend.NAME == "torch", reason="the in-step update runs on "
-                    "TensorFlow and JAX; PyTorch takes RigLScheduler(data, ...)")
 def test_rigl_in_step_update_steps_with_steps_per_execution_and_refits():
   """Updates land on the steps due, in executions of 3 steps and over three fits."""
   x, y = data()
   model = sparse_mlp()
-  model.compile(keras.optimizers.SGD(0.1, momentum=0.9), ce(), steps_per_execution=3)
+  # Keras on PyTorch runs one step per execution only.
+  model.compile(keras.optimizers.SGD(0.1, momentum=0.9), ce(),
+                steps_per_execution=1 if BACKEND == "torch" else 3)
   counts = ones(model)
   rigl = kr.RigLScheduler(update_freq=4, drop_fraction=0.3, end_step=12)
   installed = []
@@ -240,8 +240,11 @@ def test_rigl_in_step_update_steps_with_steps_per_execution_and_refits():
     model.fit(x, y, batch_size=32, epochs=epoch + 1, initial_epoch=epoch,
               callbacks=[rigl], verbose=0)
     installed.append(rigl._in_step)  # pylint: disable=protected-access
-  # Later fits run the update compiled at the first (no new trace per fit).
-  assert installed[0] is not None and all(u is installed[0] for u in installed)
+  # Later fits run the update compiled at the first (no new trace per fit;
+  # PyTorch runs its train step eagerly: nothing compiled to reuse).
+  assert installed[0] is not None
+  if BACKEND != "torch":
+    assert all(u is installed[0] for u in installed)
   rigl.sync_updates()
   assert [s for s, _ in rigl.update_history] == [0, 4, 8]
   assert all(change > 0 for _, change in rigl.update_history)
@@ -307,8 +310,6 @@ def test_snip_keeps_the_most_sensitive_connections():
 @pytest.mark.parametrize("mode", ["in_step", "data"])
 def test_rigl_min_fan_in_keeps_every_unit_connected(mode):
   """min_fan_in=2 on a layer RigL would otherwise cut units off: none falls below 2."""
-  if mode == "in_step" and BACKEND == "torch":
-    pytest.skip("the in-step update runs on TensorFlow and JAX")
   x, y = data()
   model = sparse_mlp(sparsity=0.9)
   model.compile(keras.optimizers.SGD(0.1, momentum=0.9), ce())
