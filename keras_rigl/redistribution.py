@@ -174,3 +174,71 @@ def bounded_regrowth(dropped, statistics, free, growth=GROWTH_BOUND, keep=KEEP_B
   stats = tf.cast(tf.convert_to_tensor(statistics), tf.float64)
   informative = tf.reduce_any(tf.math.is_finite(stats) & (stats > 0))
   return tf.where(informative, counts, dropped)
+
+
+def redistributed_drops(dropped, statistics, active, sizes, growth=GROWTH_BOUND,
+                        keep=KEEP_BOUND):
+  """How many connections each layer drops when it regrows its nominal drop.
+
+  The rule the schedulers use (see the module docstring): layer ``l`` was due
+  to drop ``dropped[l]`` connections (``drop_count(active[l],
+  drop_fraction)``) and regrows exactly ``dropped[l]``, as without
+  redistribution; the layer counts move through the drop instead. A layer
+  that the statistic favours drops fewer (it keeps some of the weights it
+  would have dropped), one it disfavours drops more (its smallest weights),
+  so a layer's count changes by ``dropped[l] - drops[l]``, between
+  ``-(dropped[l] - ceil(keep * dropped[l]))`` and
+  ``+(floor(growth * dropped[l]) - dropped[l])``: the same net change, split
+  the same way, as `bounded_regrowth` gives, but no layer ever grows more new
+  (zero-initialised, largest-gradient) connections than it would without
+  redistribution. The drops sum to exactly ``sum(dropped)``, so the total
+  number of active connections never moves. A layer never drops more than it
+  has (``drops <= active``), nor fewer than none (a gain is at most the
+  drop, whatever `growth`), nor gains more than its free positions
+  (``drops >= dropped - (sizes - active)``). If no statistic is finite and
+  positive, every layer drops ``dropped``.
+
+  Args:
+    dropped: int [L] tensor, each layer's nominal drop (and regrowth).
+    statistics: float [L] tensor, one non-negative statistic per layer.
+    active: int [L] tensor, each layer's active connections before the update.
+    sizes: int [L] tensor, each layer's number of positions.
+    growth: float >= 1, the largest count change up, as a multiple of the drop
+      (``growth - 1`` times the drop).
+    keep: float in [0, 1], bounds the largest count change down (``1 - keep``
+      times the drop).
+
+  Returns:
+    int64 [L] tensor of drop counts.
+
+  Example (the first layer's statistic is 10x the others'): it keeps 25 of the
+  100 it was due to drop, the last layer gives them up.
+
+  >>> redistributed_drops([100, 100, 800], [10.0, 1.0, 1.0], [400, 400, 3200],
+  ...                     [500, 900, 9000]).numpy().tolist()
+  [75, 75, 850]
+  """
+  if not (isinstance(growth, (int, float)) and math.isfinite(growth) and growth >= 1.0):
+    raise ValueError(f"redistributed_drops: growth must be a number >= 1 (a layer may "
+                     f"gain up to (growth - 1) x its drop), got {growth!r}.")
+  if not (isinstance(keep, (int, float)) and 0.0 <= keep <= 1.0):
+    raise ValueError(f"redistributed_drops: keep must be in [0, 1] (a layer may lose "
+                     f"up to (1 - keep) x its drop), got {keep!r}.")
+  active = tf.maximum(tf.cast(tf.convert_to_tensor(active), tf.int64), 0)
+  dropped = tf.clip_by_value(tf.cast(tf.convert_to_tensor(dropped), tf.int64), 0, active)
+  sizes = tf.maximum(tf.cast(tf.convert_to_tensor(sizes), tf.int64), active)
+  as_float = tf.cast(dropped, tf.float64)
+  # Most a layer may shrink / grow by at this update.
+  shrink = tf.minimum(dropped - tf.cast(tf.math.ceil(keep * as_float), tf.int64),
+                      active - dropped)
+  # (It cannot drop fewer than none: with growth > 2 the gain stops at the drop.)
+  gain = tf.minimum(tf.minimum(tf.cast(tf.floor(growth * as_float), tf.int64) - dropped,
+                               sizes - active), dropped)
+  shrink, gain = tf.maximum(shrink, 0), tf.maximum(gain, 0)
+  # Every layer starts at its largest shrink; what that frees (sum(shrink))
+  # goes back by the statistic, each layer up to its largest gain.
+  back = redistribute(tf.reduce_sum(shrink), statistics, shrink + gain)
+  drops = dropped + shrink - back
+  stats = tf.cast(tf.convert_to_tensor(statistics), tf.float64)
+  informative = tf.reduce_any(tf.math.is_finite(stats) & (stats > 0))
+  return tf.where(informative, drops, dropped)
