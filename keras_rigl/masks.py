@@ -182,7 +182,7 @@ def _flat_scores(active, weights, grow_scores, drop_scores):
 
 
 def update_mask(mask, weights, grow_scores, drop_fraction, drop_scores=None,
-                max_update=None, grow_count=None, min_fan_in=0):
+                max_update=None, grow_count=None, min_fan_in=0, n_drop=None):
   """One RigL drop/grow step on a single mask.
 
   Drops the ``n_drop = drop_count(n_active, drop_fraction)`` active
@@ -208,6 +208,11 @@ def update_mask(mask, weights, grow_scores, drop_fraction, drop_scores=None,
       `max_update`.
     min_fan_in: int >= 0; if > 0, the update keeps output units (last axis)
       connected as `min_fan_in_update` describes (not with `max_update`).
+    n_drop: optional int (or int scalar tensor) number of connections to drop
+      instead of ``drop_count(n_active, drop_fraction)`` (layer-wise
+      redistribution moves counts through the drop: see
+      `keras_rigl.redistribution.redistributed_drops`); clipped to
+      ``[0, n_active]``. Not with `max_update` or `min_fan_in`.
 
   Returns:
     (new_mask, grown): new_mask has mask's dtype; grown is a boolean tensor,
@@ -229,6 +234,10 @@ def update_mask(mask, weights, grow_scores, drop_fraction, drop_scores=None,
           f"min_fan_in={min_fan_in} cannot be combined with grow_count (layer-wise "
           "redistribution) yet; use min_fan_in=0 with redistribution, or no "
           "redistribution with min_fan_in.")
+    if n_drop is not None:
+      raise ValueError(
+          f"min_fan_in={min_fan_in} cannot be combined with n_drop (layer-wise "
+          "redistribution) yet; use one of them.")
     if max_update is not None:
       raise ValueError(
           f"min_fan_in={min_fan_in} works with dynamic shapes only, not with "
@@ -242,7 +251,13 @@ def update_mask(mask, weights, grow_scores, drop_fraction, drop_scores=None,
   weights, grow_scores, drop_scores = _flat_scores(active, weights, grow_scores,
                                                    drop_scores)
   n_active = tf.reduce_sum(tf.cast(active, tf.int32))
-  n_drop = drop_count(n_active, drop_fraction)
+  if n_drop is None:
+    n_drop = drop_count(n_active, drop_fraction)
+  else:
+    if max_update is not None:
+      raise ValueError("update_mask: n_drop and max_update cannot be combined; "
+                       "pass one of them.")
+    n_drop = tf.clip_by_value(tf.cast(n_drop, tf.int32), 0, n_active)
   dropped = _drop_positions(drop_scores, active, n_drop, max_update)
   kept = tf.logical_and(active, tf.logical_not(dropped))
   # Grow: the n_drop best of everything not kept (dropped ones included).

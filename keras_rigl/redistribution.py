@@ -1,33 +1,50 @@
-"""Layer-wise redistribution: how many connections each layer regrows.
+"""Layer-wise redistribution: how layer counts move at a mask update.
 
 Sparse momentum (SNFS, Dettmers & Zettlemoyer, 2019) and RigL with
-``redistribution=`` prune every layer by magnitude, then split the *total*
-pruned count over the layers in proportion to a per-layer statistic (mean
-``|momentum|`` or mean ``|gradient|`` over the layer's active weights), so
-that layers whose weights matter more to the loss become denser while the
-total number of weights stays exactly the same.
+``redistribution=`` move connections between layers in proportion to a
+per-layer statistic (mean ``|momentum|`` or mean ``|gradient|`` over the
+layer's active weights), so that layers whose weights matter more to the loss
+become denser while the total number of weights stays exactly the same.
 
-`redistribute` computes that split in plain TensorFlow ops (runs eagerly or
-inside the scheduler's compiled update, identical on every replica);
-`bounded_regrowth` is what the schedulers call: the same split, with every
-layer's regrowth kept between bounds set by what that layer dropped, so that
-no single update can change a layer's size abruptly.
+`redistribute` computes a proportional split in plain TensorFlow ops (runs
+eagerly or inside the scheduler's compiled update, identical on every
+replica). `redistributed_drops` is what the schedulers call: every layer
+regrows exactly what it was due to drop (``drop_count(n_active,
+drop_fraction)``, as without redistribution), and the counts move through
+the drop: a favoured layer drops fewer of its weights, a disfavoured one more
+of its smallest, each within bounds set by its drop (a layer's count changes
+by at most ``+n_drop / 4`` and ``-n_drop / 4`` per update), the total exact.
+`bounded_regrowth` is the earlier form of the same split (the count changes
+made by regrowing more or fewer than the drop); its numbers are the net
+changes `redistributed_drops` makes.
 
 Why the bounds. Left unbounded, the split follows the *mean* statistic per
 weight, which does not depend on a layer's size: a small layer with large
 gradients (LeNet-5's first convolution: 25 active weights of 500 at 95%
 uniform sparsity, mean ``|momentum|`` about 10x that of the others) is
-handed most of the total at once. In the collapse this module was fixed for
+handed most of the total at once. In the collapse the bounds were added for
 (LeNet-5, Fashion-MNIST, 95% uniform, momentum redistribution, tf_keras,
 seed 1), the update at step 100 made conv1 dense (25 -> 500 weights) and the
 logits 15x denser (250 -> 3737); with the paper's learning rate (0.1,
-Nesterov momentum 0.9) the loss dropped for 18 steps and then jumped to 4.2
-at step 119; the ReLUs died, gradients fell to 1e-13 and the model stayed at
-chance. With the bounds a layer's count changes by at most ``+n_drop / 4``
-and ``-n_drop / 4`` per update (a few percent of the layer), so layers still
-move towards their statistic, over many updates, but never in a jump. Looser
-bounds (2x / 0.5x of the drop, or a cap at twice a layer's nominal count)
-still collapsed some LeNet-5 runs; docs/baselines.md has the seeds.
+Nesterov momentum 0.9) the loss jumped to 4.2 at step 119, the ReLUs died
+and the model stayed at chance.
+
+Why through the drop. With the bounds alone (each layer regrowing between
+0.75x and 1.25x its drop) held-out LeNet-5 seeds 7 and 9 still collapsed,
+while their runs without redistribution did not. Step by step they match the
+run without redistribution (same separate-data grow scores) bit for bit up to
+the first update with a statistic (step 100); the counts then differ by a
+few weights, but at every update the favoured layers (conv1, conv2, logits:
+largest mean ``|momentum|``) regrew 25% more *new* connections, zero-valued,
+at the positions of largest gradient, with their momentum reset. Those are
+the weights SGD moves most in the next steps: after the update at step 200
+conv1's mean ``|W|`` went 0.17 -> 0.41 in 10 steps (0.17 -> 0.25 without
+redistribution), the loss 0.78 -> 4.3, and conv1's last live ReLUs died (seed
+9; seed 7 the same at steps 200 and 300). Moving the counts through the drop
+keeps the count changes but makes each update's new connections per layer
+exactly those of the run without redistribution (a favoured layer keeps
+trained weights instead of growing extra untrained ones): seeds 7 and 9 then
+train (82.22 and 84.85). docs/baselines.md has the seed tables.
 """
 
 import math
@@ -118,8 +135,9 @@ def redistribute(total, statistics, capacities):
 
 
 
-# A layer regrows at most GROWTH_BOUND times, and at least KEEP_BOUND times,
-# what it dropped at the same update (see the module docstring).
+# Per update a layer's count moves up by at most (GROWTH_BOUND - 1) times, and
+# down by at most (1 - KEEP_BOUND) times, its drop at that update (see the
+# module docstring).
 GROWTH_BOUND = 1.25
 KEEP_BOUND = 0.75
 
@@ -174,3 +192,71 @@ def bounded_regrowth(dropped, statistics, free, growth=GROWTH_BOUND, keep=KEEP_B
   stats = tf.cast(tf.convert_to_tensor(statistics), tf.float64)
   informative = tf.reduce_any(tf.math.is_finite(stats) & (stats > 0))
   return tf.where(informative, counts, dropped)
+
+
+def redistributed_drops(dropped, statistics, active, sizes, growth=GROWTH_BOUND,
+                        keep=KEEP_BOUND):
+  """How many connections each layer drops when it regrows its nominal drop.
+
+  The rule the schedulers use (see the module docstring): layer ``l`` was due
+  to drop ``dropped[l]`` connections (``drop_count(active[l],
+  drop_fraction)``) and regrows exactly ``dropped[l]``, as without
+  redistribution; the layer counts move through the drop instead. A layer
+  that the statistic favours drops fewer (it keeps some of the weights it
+  would have dropped), one it disfavours drops more (its smallest weights),
+  so a layer's count changes by ``dropped[l] - drops[l]``, between
+  ``-(dropped[l] - ceil(keep * dropped[l]))`` and
+  ``+(floor(growth * dropped[l]) - dropped[l])``: the same net change, split
+  the same way, as `bounded_regrowth` gives, but no layer ever grows more new
+  (zero-initialised, largest-gradient) connections than it would without
+  redistribution. The drops sum to exactly ``sum(dropped)``, so the total
+  number of active connections never moves. A layer never drops more than it
+  has (``drops <= active``), nor fewer than none (a gain is at most the
+  drop, whatever `growth`), nor gains more than its free positions
+  (``drops >= dropped - (sizes - active)``). If no statistic is finite and
+  positive, every layer drops ``dropped``.
+
+  Args:
+    dropped: int [L] tensor, each layer's nominal drop (and regrowth).
+    statistics: float [L] tensor, one non-negative statistic per layer.
+    active: int [L] tensor, each layer's active connections before the update.
+    sizes: int [L] tensor, each layer's number of positions.
+    growth: float >= 1, the largest count change up, as a multiple of the drop
+      (``growth - 1`` times the drop).
+    keep: float in [0, 1], bounds the largest count change down (``1 - keep``
+      times the drop).
+
+  Returns:
+    int64 [L] tensor of drop counts.
+
+  Example (the first layer's statistic is 10x the others'): it keeps 25 of the
+  100 it was due to drop, the last layer gives them up.
+
+  >>> redistributed_drops([100, 100, 800], [10.0, 1.0, 1.0], [400, 400, 3200],
+  ...                     [500, 900, 9000]).numpy().tolist()
+  [75, 75, 850]
+  """
+  if not (isinstance(growth, (int, float)) and math.isfinite(growth) and growth >= 1.0):
+    raise ValueError(f"redistributed_drops: growth must be a number >= 1 (a layer may "
+                     f"gain up to (growth - 1) x its drop), got {growth!r}.")
+  if not (isinstance(keep, (int, float)) and 0.0 <= keep <= 1.0):
+    raise ValueError(f"redistributed_drops: keep must be in [0, 1] (a layer may lose "
+                     f"up to (1 - keep) x its drop), got {keep!r}.")
+  active = tf.maximum(tf.cast(tf.convert_to_tensor(active), tf.int64), 0)
+  dropped = tf.clip_by_value(tf.cast(tf.convert_to_tensor(dropped), tf.int64), 0, active)
+  sizes = tf.maximum(tf.cast(tf.convert_to_tensor(sizes), tf.int64), active)
+  as_float = tf.cast(dropped, tf.float64)
+  # Most a layer may shrink / grow by at this update.
+  shrink = tf.minimum(dropped - tf.cast(tf.math.ceil(keep * as_float), tf.int64),
+                      active - dropped)
+  # (It cannot drop fewer than none: with growth > 2 the gain stops at the drop.)
+  gain = tf.minimum(tf.minimum(tf.cast(tf.floor(growth * as_float), tf.int64) - dropped,
+                               sizes - active), dropped)
+  shrink, gain = tf.maximum(shrink, 0), tf.maximum(gain, 0)
+  # Every layer starts at its largest shrink; what that frees (sum(shrink))
+  # goes back by the statistic, each layer up to its largest gain.
+  back = redistribute(tf.reduce_sum(shrink), statistics, shrink + gain)
+  drops = dropped + shrink - back
+  stats = tf.cast(tf.convert_to_tensor(statistics), tf.float64)
+  informative = tf.reduce_any(tf.math.is_finite(stats) & (stats > 0))
+  return tf.where(informative, drops, dropped)

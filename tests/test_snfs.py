@@ -7,7 +7,7 @@ import tensorflow as tf
 import keras_rigl as kr
 from keras_rigl import _keras
 from keras_rigl._keras import keras
-from keras_rigl.redistribution import bounded_regrowth
+from keras_rigl.redistribution import bounded_regrowth, redistributed_drops
 from keras_rigl.wrapper import capture_effective_weights
 from conftest import make_mlp, masked_pairs, sparse_ce
 
@@ -50,18 +50,20 @@ def fit_one_batch(model, x, y, callback):
             callbacks=[callback])
 
 
-def expected_masks(masks, weights, momenta, fraction, grow_counts=None):
+def expected_masks(masks, weights, momenta, fraction, grow_counts=None, drop_counts=None):
   """Numpy reference of one SNFS update (no ties in random data)."""
   results = []
   for i, (mask, w, m) in enumerate(zip(masks, weights, momenta)):
     mask, w, m = mask.ravel(), np.abs(w.ravel()), np.abs(m.ravel())
     active = np.flatnonzero(mask > 0)
     n_drop = int(np.float32(len(active)) * np.float32(fraction))
+    n_grow = n_drop if grow_counts is None else grow_counts[i]
+    if drop_counts is not None:
+      n_drop = drop_counts[i]
     dropped = active[np.argsort(w[active], kind="stable")[:n_drop]]
     kept = mask > 0
     kept[dropped] = False
     candidates = np.flatnonzero(~kept)
-    n_grow = n_drop if grow_counts is None else grow_counts[i]
     grown = candidates[np.argsort(-m[candidates], kind="stable")[:n_grow]]
     new = kept.copy()
     new[grown] = True
@@ -147,16 +149,23 @@ def test_redistribution_keeps_the_total_and_moves_counts():
   # The split is the one `bounded_regrowth` gives for mean |m| over active weights.
   n_drop = [int(np.float32(c) * np.float32(0.5)) for c in old_counts]
   stats = [np.abs(m)[old > 0].mean() for m, (_, old) in zip(momenta, before)]
-  caps = [old.size - (c - d) for (_, old), c, d in zip(before, old_counts, n_drop)]
+  sizes = [old.size for _, old in before]
+  drops = redistributed_drops(n_drop, stats, old_counts, sizes).numpy()
+  # Counts move through the drop: fc2 drops fewer (at most 1/4 of its drop
+  # fewer), the others drop more (at most 1/4 more); each regrows its drop.
+  assert n_drop[1] - n_drop[1] // 4 <= drops[1] < n_drop[1]
+  assert all(d <= x <= d + d // 4 for x, d in zip(drops[::2], n_drop[::2]))
+  # The same count changes as the regrowth split of `bounded_regrowth`.
+  caps = [size - (c - d) for size, c, d in zip(sizes, old_counts, n_drop)]
   grow = bounded_regrowth(n_drop, stats, caps).numpy()
-  # Bounded: fc2 takes what the others leave above half of their drops.
-  assert n_drop[1] < grow[1] <= 1.25 * n_drop[1]
-  assert all(-(-3 * d // 4) <= g <= d for g, d in zip(grow[::2], n_drop[::2]))
-  assert all(g >= -(-d // 2) for g, d in zip(grow, n_drop))
   assert new_counts == [c - d + g for c, d, g in zip(old_counts, n_drop, grow)]
-  want = expected_masks([m for _, m in before], [w for w, _ in before], momenta, 0.5, grow)
-  for (_, got), expected in zip(masked_pairs(model), want):
+  assert new_counts == [c - x + d for c, x, d in zip(old_counts, drops, n_drop)]
+  want = expected_masks([m for _, m in before], [w for w, _ in before], momenta, 0.5,
+                        grow_counts=n_drop, drop_counts=drops)
+  for (_, got), expected, (_, old), d in zip(masked_pairs(model), want, before, n_drop):
     np.testing.assert_array_equal(got.ravel(), expected)
+    # No layer grows more new connections than without redistribution.
+    assert np.sum((got > 0) & (old == 0)) <= d
   step, logged = snfs.count_history[-1]
   assert step == 1 and list(logged.values()) == new_counts
   assert snfs.flops_history[-1] == (1, pytest.approx(kr.count_flops(model).ratio))

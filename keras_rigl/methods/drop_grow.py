@@ -257,20 +257,21 @@ class DropGrowScheduler(MaskScheduler):
                  for ok in finite]
     n_active = [tf.reduce_sum(tf.cast(m > 0, tf.int32)) for m in masks]
     n_drop = [drop_count(n, f) for n, f in zip(n_active, fractions)]
-    capacity = [tf.where(ok, t.size - (n - d), 0)
-                for t, ok, n, d in zip(targets, finite, n_active, n_drop)]
     statistics = [tf.where(ok, self._layer_statistic(t, s, m), tf.constant(0.0, tf.float64))
                   for t, ok, s, m in zip(targets, finite, scores, masks)]
     statistics = tf.stack(statistics)
-    counts = _redistribution.bounded_regrowth(tf.stack(n_drop), statistics, tf.stack(capacity))
+    # Every layer regrows its nominal drop (as without redistribution); the
+    # counts move through how many each one drops (redistributed_drops).
+    drops = _redistribution.redistributed_drops(
+        tf.stack(n_drop), statistics, tf.stack(n_active), [t.size for t in targets])
     # No statistic at all (momentum not fed yet: step 0, a resumed run): no
-    # information to move counts by, so every layer regrows what it dropped.
-    counts = tf.where(tf.reduce_sum(statistics) > 0, counts,
-                      tf.cast(tf.stack(n_drop), counts.dtype))
+    # information to move counts by, so every layer drops its nominal count.
+    drops = tf.where(tf.reduce_sum(statistics) > 0, drops,
+                     tf.cast(tf.stack(n_drop), drops.dtype))
     results = []
     for i, t in enumerate(targets):
       new_mask, grown = update_mask(masks[i], weights[i], scores[i], fractions[i],
-                                    grow_count=counts[i])
+                                    grow_count=n_drop[i], n_drop=drops[i])
       results.append((new_mask, grown, finite[i]))
     return results
 

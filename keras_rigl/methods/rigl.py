@@ -67,17 +67,18 @@ class RigLScheduler(DropGrowScheduler):
     grad_accumulation_steps: batches whose gradients are summed per update.
     seed: seed of the random parts (random grow_init).
     redistribution: None (default: every layer keeps its count), "gradient"
-      or "momentum". With one of these, each layer still drops
-      ``floor(n_active * drop_fraction)`` weights by magnitude, but the total
-      dropped is regrown across layers in proportion to a per-layer
-      statistic of its active weights (the reproducibility report's
-      redistribution experiment, SNFS's rule): "gradient" is the mean
-      ``|dL/dW|`` on the update's batch (no extra cost), "momentum" the mean
-      ``|EMA of dL/dW|`` (momentum 0.9) of the dense gradient of every
-      training step (see `keras_rigl.SNFSScheduler`). A layer regrows between
-      3/4 and 5/4 of what it dropped (`keras_rigl.redistribution.
-      bounded_regrowth`: no update changes a layer abruptly); the rest goes
-      to the others. The total count of
+      or "momentum". With one of these, layer counts move between layers in
+      proportion to a per-layer statistic of its active weights (the
+      reproducibility report's redistribution experiment, after SNFS):
+      "gradient" is the mean ``|dL/dW|`` on the update's batch (no extra
+      cost), "momentum" the mean ``|EMA of dL/dW|`` (momentum 0.9) of the
+      dense gradient of every training step (see `keras_rigl.SNFSScheduler`).
+      Each layer still regrows ``floor(n_active * drop_fraction)``
+      connections, as without redistribution; the counts move through the
+      drop: a favoured layer drops up to 1/4 of that fewer of its weights, a
+      disfavoured one up to 1/4 more (`keras_rigl.redistribution.
+      redistributed_drops`: no update changes a layer abruptly, and no layer
+      grows more new connections than without redistribution). The total count of
       ones over all sparse weights stays exact while layer counts (and so the
       inference FLOPs) move: `count_history` and `flops_history` hold
       ``(step, {weight: active count})`` and ``(step, inference FLOPs

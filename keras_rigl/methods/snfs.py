@@ -30,21 +30,25 @@ class SNFSScheduler(DropGrowScheduler):
 
   1. each layer prunes ``floor(prune_rate(step) * n_active)`` active weights
      of smallest ``|W|``;
-  2. with `redistribution`, the total pruned count is regrown across the
-     layers in proportion to each layer's mean ``|m|`` over its active weights
-     (a layer takes at most its free positions, the overflow goes to the
-     others, so the total count of ones is exactly constant while layer counts
-     move); without it each layer regrows what it pruned;
+  2. with `redistribution`, layer counts move in proportion to each layer's
+     mean ``|m|`` over its active weights: a favoured layer prunes up to 1/4
+     fewer than that, a disfavoured one up to 1/4 more (its smallest weights),
+     and every layer regrows the count of step 1 (a layer gains at most its
+     free positions, the rest goes to the others, so the total count of ones
+     is exactly constant while layer counts move); without it each layer
+     regrows what it pruned;
   3. each layer regrows the inactive positions (just-pruned ones included)
      with the largest ``|m|``. Grown weights start at zero and their optimizer
      slots are reset, as in RigL.
 
   Differences from the authors' PyTorch code (TimDettmers/sparse_learning),
-  on purpose: counts use floor (theirs: ceil) and a layer regrows between
-  3/4 and 5/4 of what it pruned (theirs: anything up to 99% of its free
-  positions; one update could make a small layer dense and kill training,
-  see `keras_rigl.redistribution`), which keeps the total exact without
-  their correction loop; the momentum is this callback's own EMA of the dense
+  on purpose: counts use floor (theirs: ceil); counts move through the
+  prune, by at most 1/4 of a layer's prune count per update, every layer
+  regrowing its nominal count (theirs: the regrowth moves, anything up to 99%
+  of a layer's free positions; one update could make a small layer dense and
+  kill training, and extra regrowth in the layers of largest gradient
+  destabilised LeNet-5 runs: see `keras_rigl.redistribution`), which keeps
+  the total exact without their correction loop; the momentum is this callback's own EMA of the dense
   gradient (theirs: the optimizer's momentum buffer, ``m <- mu m + g``, which
   ranks and redistributes the same up to a constant factor, and which is
   zeroed at inactive positions after each update; ours is not); updates every
