@@ -40,6 +40,7 @@ import numpy as np
 from keras_rigl import _keras
 from keras_rigl import portable_masks
 from keras_rigl._keras import keras
+from keras_rigl.backend.host_in_step import HostInStepUpdate
 from keras_rigl.methods import timing
 from keras_rigl.walk import walk_layers
 from keras_rigl.wrapper import SparseWrapper, dense_weight_gradients
@@ -66,14 +67,11 @@ def _drop_fraction_table(scheduler, end_step):
   return first, values.astype(np.float32)
 
 
-class JaxInStepUpdate:
+class JaxInStepUpdate(HostInStepUpdate):
   """The installed train step of one scheduler, model and optimizer."""
 
   def __init__(self, scheduler, model, end_step):
-    self.scheduler = scheduler
-    self.model = model
-    self.optimizer = model.optimizer
-    self.end_step = int(end_step)
+    super().__init__(scheduler, model, end_step)
     targets = scheduler._targets  # pylint: disable=protected-access
     self.weights = [_index(model.trainable_variables, t.weight, "weight") for t in targets]
     self.masks = [_index(model.non_trainable_variables, t.mask, "mask") for t in targets]
@@ -85,7 +83,6 @@ class JaxInStepUpdate:
     self.first, self.table = _drop_fraction_table(scheduler, self.end_step)
     self.jit_compile = bool(model.jit_compile and not model.run_eagerly)
     self._steps = None  # (plain, update, train_step), made at the first install.
-    self._installed = False
 
   # --- host side ---------------------------------------------------------------
 
@@ -215,10 +212,6 @@ class JaxInStepUpdate:
   def install(self):
     """Makes `model.fit` run the chosen steps (again, at each fit: no new trace)."""
     model, optimizer = self.model, self.optimizer
-    if getattr(optimizer, "_keras_rigl_in_step", None) is not None:
-      raise ValueError(
-          "This optimizer already runs the in-step update of another mask scheduler; "
-          "use one RigLScheduler/SETScheduler per model (and per optimizer).")
     if self._steps is None:
       self._steps = self._make_steps()
     plain_step, update_step, train_step = self._steps
@@ -231,8 +224,8 @@ class JaxInStepUpdate:
         return update_step(state, data)
       return plain_step(state, data)
 
+    self._claim_optimizer()
     object.__setattr__(model, "train_step", train_step)
-    object.__setattr__(optimizer, "_keras_rigl_in_step", self)
     model.train_function = model._make_function(chosen_step)  # pylint: disable=protected-access
     self.next_step = int(np.asarray(keras.ops.convert_to_numpy(optimizer.iterations)))
     self._installed = True
@@ -254,29 +247,6 @@ class JaxInStepUpdate:
     """A LossScaleOptimizer may skip steps: then every step checks in the graph."""
     return len(_keras.unwrap_optimizer(self.optimizer)) > 1
 
-  def uninstall(self):
-    if not self._installed:
-      return
-    for owner, name in ((self.model, "train_step"), (self.optimizer, "_keras_rigl_in_step")):
-      try:
-        object.__delattr__(owner, name)
-      except AttributeError:
-        pass
-    self.model.make_train_function(force=True)
-    self._installed = False
-
-  # The TensorFlow InStepUpdate's interface, as MaskScheduler calls it.
-  def sync(self):
-    """Counters are recorded on the host as updates happen: nothing to copy."""
-
-  @property
-  def enabled(self):
-    return self
-
-  def assign(self, value):
-    """``enabled.assign(False)`` at on_train_end: the train step is put back."""
-    if not value:
-      self.uninstall()
 
 
 def attach(scheduler):

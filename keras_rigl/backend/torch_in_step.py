@@ -28,19 +28,13 @@ on PyTorch; ``jit_compile=True`` is refused).
 
 from keras_rigl import _keras
 from keras_rigl._keras import keras
+from keras_rigl.backend.host_in_step import HostInStepUpdate
 from keras_rigl.walk import walk_layers
 from keras_rigl.wrapper import SparseWrapper, dense_weight_gradients
 
 
-class TorchInStepUpdate:
+class TorchInStepUpdate(HostInStepUpdate):
   """The installed train step of one scheduler, model and optimizer."""
-
-  def __init__(self, scheduler, model, end_step):
-    self.scheduler = scheduler
-    self.model = model
-    self.optimizer = model.optimizer
-    self.end_step = int(end_step)
-    self._installed = False
 
   def _apply(self, original_apply):
     """An ``optimizer.apply`` that runs the update first when it is due."""
@@ -69,10 +63,6 @@ class TorchInStepUpdate:
 
   def install(self):
     model, optimizer = self.model, self.optimizer
-    if getattr(optimizer, "_keras_rigl_in_step", None) is not None:
-      raise ValueError(
-          "This optimizer already runs the in-step update of another mask scheduler; "
-          "use one RigLScheduler/SETScheduler per model (and per optimizer).")
     if _keras.jit_compile(model):
       raise ValueError(
           f"{type(self.scheduler).__name__}'s update inside the PyTorch train step "
@@ -91,34 +81,11 @@ class TorchInStepUpdate:
       finally:
         object.__delattr__(optimizer, "apply")
 
+    self._claim_optimizer()
     object.__setattr__(model, "train_step", train_step)
-    object.__setattr__(optimizer, "_keras_rigl_in_step", self)
     model.make_train_function(force=True)
     self._installed = True
 
-  def uninstall(self):
-    if not self._installed:
-      return
-    for owner, name in ((self.model, "train_step"), (self.optimizer, "_keras_rigl_in_step")):
-      try:
-        object.__delattr__(owner, name)
-      except AttributeError:
-        pass
-    self.model.make_train_function(force=True)
-    self._installed = False
-
-  # The TensorFlow InStepUpdate's interface, as MaskScheduler calls it.
-  def sync(self):
-    """Counters are recorded on the host as updates happen: nothing to copy."""
-
-  @property
-  def enabled(self):
-    return self
-
-  def assign(self, value):
-    """``enabled.assign(False)`` at on_train_end: the train step is put back."""
-    if not value:
-      self.uninstall()
 
 
 def attach(scheduler):
