@@ -64,6 +64,19 @@ def test_block_size_does_not_change_the_choice():
     np.testing.assert_array_equal(results[0], other)
 
 
+@pytest.mark.parametrize("first_rows", [0.0, 1.0, 50.0], ids=["zero", "alike", "large"])
+def test_first_block_estimate_never_changes_the_choice(first_rows):
+  # top_free starts from a threshold estimated on the first block: a first
+  # block scoring far above the rest makes too few entries reach it (the exact
+  # re-scan runs), one of zeros lets every entry through (the buffer is cut).
+  positions, values, a, d = _problem(11)
+  a = a.copy()
+  a[:, :4] *= first_rows  # Rows 0-3: the first block of 100 scores (30 columns).
+  for fraction in (0.2, 1.0):
+    new, _ = _compressed(positions, values, a, d, fraction)
+    np.testing.assert_array_equal(np.sort(new), _masked(positions, values, a, d, fraction))
+
+
 def test_embedding_ids_grow_like_one_hot_inputs():
   r = np.random.default_rng(3)
   positions, values, _, d = _problem(3)

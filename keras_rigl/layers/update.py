@@ -32,6 +32,12 @@ from keras_rigl.layers.positions import sample_positions
 # of float32). Peak extra memory of a growth step is a small multiple of it.
 DEFAULT_BLOCK_ELEMENTS = 1 << 21
 
+# `top_free` starts its scan at the score the first block's share of this many
+# times k would need (blocks alike): the buffer then holds about this many
+# times k candidates. A larger margin rarely needs the exact re-scan; a smaller
+# one buffers less.
+ESTIMATE_MARGIN = 1.5
+
 # One rule for both storages: how many connections move, how non-finite
 # scores rank (masks.py), and drop ties go to the HIGHER flat index, as there.
 drop_count = _masks.drop_count
@@ -239,11 +245,40 @@ def top_free(score_block, n_blocks, block_size, kept_sorted, k):
     [k] positions (kept_sorted's dtype), best first; ties to the lower position.
   """
   kept_sorted = _positions_tensor(kept_sorted)
-  pdt = kept_sorted.dtype
   k = tf.cast(k, tf.int32)
+  if n_blocks == 1:
+    return _scan_blocks(score_block, 1, block_size, kept_sorted, k, None)[0]
+  # The first block sets a starting threshold: the score its own share of
+  # ESTIMATE_MARGIN * k would need if the blocks were alike. Blocks then pass
+  # on a few entries instead of all of theirs, so the candidate buffer stays
+  # near that margin times k and is rarely cut. The choice stays exact: if
+  # fewer than k free entries reach the estimate, the scan runs again from -inf.
+  scores, base = score_block(0)
+  scores = without_kept(scores, base, block_size, kept_sorted)
+  size = tf.cast(n_blocks * block_size, tf.float32)
+  free = size - tf.cast(tf.shape(kept_sorted)[0], tf.float32)
+  share = tf.cast(tf.math.ceil(ESTIMATE_MARGIN * tf.cast(k, tf.float32) * block_size
+                               / tf.maximum(free, 1.0)), tf.int32)
+  share = tf.clip_by_value(share, 1, block_size)
+  estimate = tf.reduce_min(tf.math.top_k(scores, k=share, sorted=False).values)
+  # Strictly above the value just below the estimate: ties at it are candidates.
+  start = tf.math.nextafter(estimate, tf.constant(-float("inf"), tf.float32))
+  best, found = _scan_blocks(score_block, n_blocks, block_size, kept_sorted, k, start)
+  return tf.cond(found >= k, lambda: best,
+                 lambda: _scan_blocks(score_block, n_blocks, block_size, kept_sorted, k,
+                                      None)[0])
+
+
+def _scan_blocks(score_block, n_blocks, block_size, kept_sorted, k, start):
+  """(best min(k, found) positions, found): the scan behind `top_free`.
+
+  Only entries scoring above `start` (None: -inf) are candidates; `found`
+  counts them (capped once a cut has kept k).
+  """
+  pdt = kept_sorted.dtype
   lowest = tf.constant(-float("inf"), tf.float32)
   big = tf.constant(tf.float32.max, tf.float32)
-
+  threshold = lowest if start is None else start
   limit = 2 * k + block_size
 
   def body(b, buffer_scores, buffer_positions, threshold):
@@ -269,15 +304,15 @@ def top_free(score_block, n_blocks, block_size, kept_sorted, k):
         tf.shape(buffer_scores)[0] > limit, cut,
         lambda: (buffer_scores, buffer_positions, threshold)))
 
-  start = (tf.constant(0), tf.zeros([0], tf.float32), tf.zeros([0], pdt), lowest)
+  init = (tf.constant(0), tf.zeros([0], tf.float32), tf.zeros([0], pdt), threshold)
   _, buffer_scores, buffer_positions, _ = tf.while_loop(
-      lambda b, *_: b < n_blocks, body, start,
+      lambda b, *_: b < n_blocks, body, init,
       shape_invariants=(tf.TensorShape([]), tf.TensorShape([None]), tf.TensorShape([None]),
                         tf.TensorShape([])),
       parallel_iterations=1)
-  top = tf.math.top_k(buffer_scores, k=tf.minimum(k, tf.shape(buffer_scores)[0]), sorted=True)
-  best = tf.gather(buffer_positions, top.indices)
-  return best
+  found = tf.shape(buffer_scores)[0]
+  top = tf.math.top_k(buffer_scores, k=tf.minimum(k, found), sorted=True)
+  return tf.gather(buffer_positions, top.indices), found
 
 
 def set_grow(size, kept_sorted, k, seed, nnz):
