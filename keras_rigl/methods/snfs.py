@@ -142,15 +142,18 @@ class SNFSScheduler(DropGrowScheduler):
   def _feature(self):
     return "SNFS (SNFSScheduler)"
 
-  def _compressed_refusal(self):
+  def _check_compressed(self, name, what):
     # docs/compressed_schedulers.md: why no exact O(nnz) form exists.
     why = ("it grows where the moving average of the dense gradient is largest, at "
            "inactive positions too: a state of the dense kernel's size, which compressed "
            "storage never holds")
     if self.redistribution is not None:
-      why += "; and it moves connections between layers, while a compressed layer stores " \
-             "a fixed number of entries"
-    return why
+      why += ("; and it moves connections between layers, while a compressed layer built "
+              "without capacity stores a fixed number of entries")
+    raise ValueError(
+        f"{name}: {what} is not supported with compressed storage (keras_rigl.layers "
+        f"such as SparseDense): {why}; sparsify with storage=\"masked\" (the default) "
+        "to train it, or use RigLScheduler(data, ...) on compressed layers.")
 
   def _grow_scores(self, step, source):
     return [abs(self._momentum(t)) for t in self._targets]
