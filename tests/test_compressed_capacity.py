@@ -422,3 +422,54 @@ def test_redistribution_update_graph_has_no_dense_tensor(redistribution):
     graph = rigl._update_fn.get_concrete_function(  # pylint: disable=protected-access
         tf.TensorSpec([], tf.int64), rigl._update_argument(0, check=False)).graph  # pylint: disable=protected-access
   assert largest_static_tensor(graph) < n_in * n_out // 10
+
+
+@pytest.mark.parametrize("batch", [1, 20, 64])
+def test_kernels_take_sentinel_slots_next_to_a_live_last_position(batch):
+  """Dead slots repeat position N - 1, which may also be live: every method sums."""
+  from keras_rigl.layers import kernels  # pylint: disable=g-import-not-at-top
+  n_in, n_out = 7, 5
+  r = np.random.default_rng(0)
+  live = np.sort(np.append(r.choice(34, 9, replace=False), 34)).astype(np.int32)
+  indices = tf.constant(np.concatenate([live, [34] * 4]).astype(np.int32))
+  values = np.concatenate([r.normal(size=10), np.zeros(4)]).astype(np.float32)
+  x = r.normal(size=(batch, n_in)).astype(np.float32)
+  dense = np.zeros(35, np.float32)
+  dense[live] = values[:10]
+  dense = dense.reshape(n_in, n_out)
+  expected_grad = (x.T @ (2 * (x @ dense))).reshape(-1)[live]
+  for method in kernels.METHODS:
+    v = tf.Variable(values)
+    with tf.GradientTape() as tape:
+      y = kernels.sparse_matmul(tf.constant(x), v, indices, n_in, n_out, method=method,
+                                indices_sorted=True)
+      loss = tf.reduce_sum(y * y)
+    np.testing.assert_allclose(y.numpy(), x @ dense, atol=1e-5, err_msg=method)
+    np.testing.assert_allclose(tape.gradient(loss, v).numpy()[:10], expected_grad,
+                               rtol=1e-4, atol=1e-4, err_msg=method)
+
+
+def test_embedding_redistribution_matches_masked():
+  keras.utils.set_random_seed(0)
+  dense = keras.Sequential([
+      keras.Input((5,), dtype="int32"), keras.layers.Embedding(50, 6, name="emb"),
+      keras.layers.Flatten(), keras.layers.Dense(8, activation="relu", name="fc"),
+      keras.layers.Dense(3, name="out")])
+  r = np.random.default_rng(0)
+  data = tf.data.Dataset.from_tensor_slices(
+      (r.integers(0, 50, (64, 5)).astype("int32"), r.integers(0, 3, 64).astype("int32"))
+  ).batch(16)
+  masked = kr.sparsify(dense, 0.8, "uniform", seed=2, exclude=["out"])
+  compressed = kr.sparsify(dense, 0.8, "uniform", seed=2, exclude=["out"],
+                           storage="compressed", capacity=2.0)
+  histories = []
+  for model in (masked, compressed):
+    model.compile(keras.optimizers.SGD(0.0), sparse_ce())
+    rigl = kr.RigLScheduler(data, update_freq=2, drop_fraction=0.5, end_step=6,
+                            redistribution="gradient")
+    model.fit(data, epochs=2, verbose=0, callbacks=[rigl])
+    histories.append(rigl.count_history)
+  assert len(histories[0]) == 4 and histories[0] == histories[1]
+  assert len({tuple(c.values()) for _, c in histories[1]}) > 1
+  np.testing.assert_array_equal(_live(compressed.layers[0])[0],
+                                _positions(masked.layers[0]))
