@@ -473,3 +473,39 @@ def test_embedding_redistribution_matches_masked():
   assert len({tuple(c.values()) for _, c in histories[1]}) > 1
   np.testing.assert_array_equal(_live(compressed.layers[0])[0],
                                 _positions(masked.layers[0]))
+
+
+@pytest.mark.parametrize("redistribution", ["gradient", "momentum"])
+def test_mirrored_replicas_hold_identical_slots_and_counts(redistribution):
+  from conftest import shared_mirrored_strategy  # pylint: disable=g-import-not-at-top
+  strategy = shared_mirrored_strategy()
+  with strategy.scope():
+    model = kr.sparsify(_mlp(), 0.85, "uniform", seed=2, storage="compressed", capacity=1.5)
+    model.compile(keras.optimizers.SGD(0.05, momentum=0.9), sparse_ce())
+  data = _data()
+  rigl = kr.RigLScheduler(data, update_freq=2, drop_fraction=0.3, end_step=10,
+                          redistribution=redistribution)
+  model.fit(data, epochs=3, verbose=0, callbacks=[rigl])
+  assert rigl.updates == 6
+  assert len({sum(c.values()) for _, c in rigl.count_history}) == 1
+  for layer in model.layers:
+    w = layer.compressed_weights[0]
+    for variable in (w.indices, w.values, w.count_variable):
+      distributed = variable.value if IS_KERAS3 else variable
+      local = [np.asarray(v) for v in strategy.experimental_local_results(distributed)]
+      assert len(local) == 2
+      np.testing.assert_array_equal(local[0], local[1])
+    _check_dead_slots(layer, model.optimizer)
+
+
+def test_keras_file_round_trip(tmp_path):
+  model = kr.sparsify(_mlp(), 0.85, "uniform", seed=2, storage="compressed", capacity=1.5)
+  _fit(model, "gradient", keras.optimizers.SGD(0.05, momentum=0.9), epochs=2)
+  path = os.path.join(tmp_path, "m.keras" if IS_KERAS3 else "m.h5")
+  model.save(path)
+  loaded = keras.models.load_model(path)
+  x = np.random.default_rng(0).normal(size=(3, 12)).astype("float32")
+  np.testing.assert_array_equal(loaded(x).numpy(), model(x).numpy())
+  for a, b in zip(model.layers, loaded.layers):
+    assert b.capacity == 1.5
+    assert b.compressed_weights[0].nnz == a.compressed_weights[0].nnz

@@ -131,7 +131,8 @@ class CompressedWeight:
     return self.nnz / self.size if self.size else 1.0
 
   def positions(self):
-    """Current flat positions (int tensor [nnz])."""
+    """Current flat positions (int tensor [capacity]: with capacity, the live
+    ones first, then dead slots at the sentinel position)."""
     return _keras.variable_tensor(self.indices)
 
   def current_values(self):
