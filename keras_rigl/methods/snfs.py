@@ -63,7 +63,8 @@ class SNFSScheduler(DropGrowScheduler):
   (step 0, or the first step of a resumed run) is skipped: there is nothing
   to rank by yet.
   Masked storage only (`keras_rigl.sparsify`'s default: compressed layers
-  cannot hold the dense momentum it grows by, nor move their counts; see
+  cannot hold the dense momentum it grows by (their counts can move when
+  built with capacity, which RigL's redistribution uses; see
   docs/compressed_schedulers.md); not under TPUStrategy (layer counts moving
   needs dynamic shapes).
 
