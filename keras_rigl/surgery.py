@@ -11,6 +11,7 @@ from keras_rigl import _keras
 from keras_rigl import connectivity as _connectivity
 from keras_rigl._keras import keras
 from keras_rigl.distributions import check_seed, layer_sparsities
+from keras_rigl.layers import capacity as _capacity
 from keras_rigl.layers import convert as _convert
 from keras_rigl.layers.base import CompressedLayer
 from keras_rigl.walk import graph_layers, walk_layers  # pylint: disable=unused-import
@@ -67,7 +68,7 @@ DEFAULT_MAX_DENSE_BYTES = 1 << 30
 
 def sparsify(model, sparsity, distribution="erk", erk_power_scale=1.0,
              custom_sparsity=None, exclude=None, seed=0, mask_init="random",
-             storage="masked"):
+             storage="masked", capacity=None):
   """A copy of `model` whose supported layers are wrapped in `SparseWrapper`.
 
   Per-layer sparsities come from `layer_sparsities` over all wrapped layers;
@@ -99,6 +100,12 @@ def sparsify(model, sparsity, distribution="erk", erk_power_scale=1.0,
       `SparseEmbedding` holding only their active values and positions (the
       same positions and values the masked storage with this seed would
       keep); other layers are wrapped as with "masked".
+    capacity: with storage="compressed": None (each compressed layer stores
+      exactly its entries; its count is fixed) or a factor >= 1.0 giving
+      every compressed layer ``ceil(capacity * nnz)`` slots (see
+      `keras_rigl.layers.SparseDense`), which
+      ``RigLScheduler(data, redistribution=...)`` needs to move counts
+      between compressed layers (e.g. 1.25). Masked layers have room anyway.
 
   Returns:
     A new model of the same kind; compile it before training.
@@ -109,11 +116,23 @@ def sparsify(model, sparsity, distribution="erk", erk_power_scale=1.0,
   >>> sparse = sparsify(model, 0.9, distribution="uniform")
   >>> [round(l.sparsity, 2) for l in sparse.layers]
   [0.9, 0.9]
+
+  Compressed, with 25% headroom for redistribution:
+  >>> roomy = sparsify(model, 0.9, distribution="uniform", storage="compressed",
+  ...                  capacity=1.25)
+  >>> [(l.compressed_weights[0].nnz, l.compressed_weights[0].capacity) for l in roomy.layers]
+  [(23520, 29400), (300, 375)]
   """
   _check_graph_model(model, "sparsify")
   seed = check_seed(seed)
   if storage not in STORAGES:
     raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}.")
+  if capacity is not None and storage != "compressed":
+    raise ValueError(
+        f"sparsify: capacity={capacity!r} applies to storage='compressed' only (masked "
+        "layers keep their dense kernel, so their counts can move anyway). Pass "
+        "storage='compressed', or leave capacity=None.")
+  capacity = _capacity.check_capacity(capacity, "sparsify")
   if storage == "compressed" and mask_init != "random":
     raise ValueError(
         f"storage='compressed' needs mask_init='random', got {mask_init!r}: a compressed "
@@ -188,7 +207,7 @@ def sparsify(model, sparsity, distribution="erk", erk_power_scale=1.0,
   pairs = []
   def clone_layer(layer):
     if layer.name in per_layer and storage == "compressed" and _convert.compressible(layer):
-      new = _convert.to_compressed(layer, per_layer[layer.name], seed)
+      new = _convert.to_compressed(layer, per_layer[layer.name], seed, capacity)
     elif layer.name in per_layer:
       new = SparseWrapper(_fresh(layer), sparsity=per_layer[layer.name],
                           seed=seed, mask_init=mask_init)
@@ -387,8 +406,8 @@ def sparsity_report(model):
       inside.update(id(sub) for sub in walk_layers(layer))
     if isinstance(layer, CompressedLayer):
       for weight in layer.compressed_weights:
-        fan_in = _connectivity.fan_in_of_positions(np.asarray(weight.indices),
-                                                   weight.n_cols)
+        live = np.asarray(weight.indices)[:weight.nnz]  # Dead slots (capacity) left out.
+        fan_in = _connectivity.fan_in_of_positions(live, weight.n_cols)
         rows.append(_row(layer.name, weight.key, weight.shape, weight.nnz, fan_in))
     elif isinstance(layer, SparseWrapper):
       for key, (weight, mask) in zip(layer.weight_keys, layer.masked_weights):

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 MODULES = ["base", "dense", "embedding", "positions", "update", "static_update", "fan_in",
-           "scheduling", "convert"]
+           "scheduling", "convert", "capacity", "statistics"]
 
 
 @pytest.mark.parametrize("name", MODULES)

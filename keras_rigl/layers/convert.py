@@ -34,14 +34,17 @@ def compressible(layer):
   return _is_pointwise_conv(layer)
 
 
-def to_compressed(layer, sparsity, seed):
+def to_compressed(layer, sparsity, seed, capacity=None):
   """An unbuilt compressed layer with `layer`'s configuration and name.
+
+  `capacity`: as `keras_rigl.layers.SparseDense` (None: exactly nnz slots).
 
   Example:
   >>> type(to_compressed(keras.layers.Dense(3, name="d"), 0.5, seed=0)).__name__
   'SparseDense'
   """
-  common = dict(sparsity=sparsity, seed=seed, name=layer.name, dtype=layer.dtype_policy)
+  common = dict(sparsity=sparsity, seed=seed, name=layer.name, dtype=layer.dtype_policy,
+                capacity=capacity)
   if isinstance(layer, _L.Embedding):
     return SparseEmbedding(layer.input_dim, layer.output_dim,
                            embeddings_initializer=layer.embeddings_initializer,

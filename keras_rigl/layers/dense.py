@@ -112,6 +112,12 @@ class SparseDense(_SparseMatmulLayer):
     seed: seed of the initial positions.
     block_size: bound on the dense-gradient scores one RigL growth block
       holds (elements); default 2**21.
+    capacity: None (default: exactly nnz slots, the live count is fixed) or a
+      factor >= 1.0: ``ceil(capacity * nnz)`` slots (at most the dense size),
+      of which the first ``kernel_count`` are live, so that
+      ``RigLScheduler(data, redistribution=...)`` can move the layer's count
+      up to its slots (`keras_rigl.layers.capacity`). Costs the headroom in
+      values, positions and optimizer slots (1.25: 25% more bytes).
 
   Example:
   >>> import keras_rigl as kr
@@ -120,6 +126,12 @@ class SparseDense(_SparseMatmulLayer):
   >>> y = layer(tf.ones((2, 100)))
   >>> tuple(y.shape), tuple(layer.kernel_values.shape), round(layer.sparsity, 3)
   ((2, 64), (640,), 0.9)
+
+  With room for redistribution to add 25% to its count:
+  >>> roomy = kr.layers.SparseDense(64, sparsity=0.9, capacity=1.25)
+  >>> _ = roomy(tf.ones((2, 100)))
+  >>> tuple(roomy.kernel_values.shape), int(roomy.kernel_count), round(roomy.sparsity, 3)
+  ((800,), 640, 0.9)
   """
 
   compressed_kind = "dense"
@@ -148,7 +160,8 @@ class SparsePointwiseConv2D(_SparseMatmulLayer):
   Args:
     filters: output channels.
     sparsity, activation, use_bias, kernel_initializer, bias_initializer,
-      kernel_regularizer, bias_regularizer, seed, block_size: as `SparseDense`.
+      kernel_regularizer, bias_regularizer, seed, block_size, capacity: as
+      `SparseDense`.
 
   Example:
   >>> import keras_rigl as kr

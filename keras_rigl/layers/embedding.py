@@ -44,7 +44,8 @@ class SparseEmbedding(CompressedLayer):
       like Keras).
     embeddings_regularizer: applied to the values.
     mask_zero: as `keras.layers.Embedding`.
-    seed, block_size: as `SparseDense`.
+    seed, block_size, capacity: as `SparseDense` (with capacity the live
+      count is ``embeddings_count``).
 
   Example:
   >>> import keras_rigl as kr
@@ -52,6 +53,10 @@ class SparseEmbedding(CompressedLayer):
   >>> emb = kr.layers.SparseEmbedding(1000, 16, sparsity=0.95)
   >>> tuple(emb(tf.constant([[1, 2, 3]])).shape), tuple(emb.embeddings_values.shape)
   ((1, 3, 16), (800,))
+  >>> roomy = kr.layers.SparseEmbedding(1000, 16, sparsity=0.95, capacity=1.5)
+  >>> roomy.build()
+  >>> tuple(roomy.embeddings_values.shape), int(roomy.embeddings_count)
+  ((1200,), 800)
   """
 
   compressed_kind = "embedding"

@@ -12,9 +12,11 @@ import math
 from keras_rigl.backend import tf
 
 from keras_rigl import _keras
+from keras_rigl.layers import capacity as _capacity
 from keras_rigl.layers import fan_in as _fan_in
 from keras_rigl.layers import kernels
 from keras_rigl.layers import static_update as _static
+from keras_rigl.layers import statistics as _statistics
 from keras_rigl.layers import update as _update
 from keras_rigl.layers.base import CompressedLayer, capture_layer_io
 from keras_rigl.targets import Target
@@ -56,8 +58,19 @@ class CompressedUpdater:
     return bool(self.targets)
 
   def variables(self):
-    """The position variables, which only the update itself may change."""
-    return [target.weight.indices for target in self.targets]
+    """The position (and live count) variables, which only the update may change."""
+    found = [target.weight.indices for target in self.targets]
+    found += [target.weight.count_variable for target in self.targets
+              if target.weight.has_capacity]
+    return found
+
+  def without_capacity(self):
+    """Names of the compressed weights whose count cannot move (no capacity)."""
+    return [target.name for target in self.targets if not target.weight.has_capacity]
+
+  def live_counts(self):
+    """{weight name: live entries} (Python ints, read eagerly)."""
+    return {target.name: target.weight.nnz for target in self.targets}
 
   def build(self, optimizer):
     """Looks up the optimizer slots of every values variable."""
@@ -98,7 +111,7 @@ class CompressedUpdater:
 
   # --- the update -----------------------------------------------------------
 
-  def apply(self, step, drop_fraction, data=None, grow_init="zeros"):
+  def apply(self, step, drop_fraction, data=None, grow_init="zeros", counts=None):
     """Drop/grow every compressed weight; returns the changed mask entries (float64).
 
     Args:
@@ -106,12 +119,21 @@ class CompressedUpdater:
       data: [(inputs, gradients)] per target, recorded by a pass that takes
         the dense gradient (RigL): growth by gradient. None: random growth.
       grow_init: "zeros", "random_normal" or "random_uniform".
+      counts: None (each weight drops and grows ``drop_count(count,
+        drop_fraction)``), or per target ``(n_drop, n_grow)`` int scalars
+        (redistribution; weights built with capacity, n_grow within it).
     """
     changed = tf.constant(0.0, tf.float64)
     for i, target in enumerate(self.targets):
       weight = target.weight
       values = weight.current_values()
       indices = weight.positions()
+      n_drop, n_grow = counts[i] if counts is not None else (None, None)
+      if weight.has_capacity:
+        self._check_dynamic(weight)
+        # The live prefix goes through the usual update; dead slots follow.
+        count = weight.count()
+        values, indices = values[:count], indices[:count]
       if self.min_fan_in:
         new_indices, source = self._fan_in_update(target, step, values, indices,
                                                   drop_fraction, data, i)
@@ -124,16 +146,76 @@ class CompressedUpdater:
         grower = lambda kept, k, a=a, d=d, w=weight, block=block: _update.rigl_grow(
             a, d, w.n_rows, w.n_cols, kept, k, block)
         new_indices, source = _update.update(values, indices, weight.size, drop_fraction,
-                                             grower)
+                                             grower, n_drop, n_grow)
       else:
         grower = lambda kept, k, w=weight, seed=self._set_seed(target, step): _update.set_grow(
-            w.size, kept, k, seed, w.nnz)
+            w.size, kept, k, seed, w.capacity)
         new_indices, source = _update.update(values, indices, weight.size, drop_fraction,
-                                             grower)
-      self._assign(target, step, values, new_indices, source, grow_init)
-      # A moved connection changes two mask entries (one off, one on).
-      changed += 2.0 * tf.reduce_sum(tf.cast(source < 0, tf.float64))
+                                             grower, n_drop, n_grow)
+      changed += self._assign(target, step, weight.current_values(), new_indices, source,
+                              grow_init)
     return changed
+
+  # --- layer-wise redistribution (weights built with capacity) --------------
+
+  def enable_gradient_taps(self, momentum, step):
+    """A `GradientTap` per weight (momentum redistribution); True if any is new."""
+    created = False
+    for target in self.targets:
+      target.tap, new = target.weight.layer.enable_gradient_tap(momentum, step)
+      created = created or new
+    return created
+
+  def redistribution_inputs(self, drop_fraction, data, statistic):
+    """What `keras_rigl.redistribution.redistributed_drops` needs, per target.
+
+    Args:
+      drop_fraction: scalar; data: RigL's [(inputs, gradients)] per target.
+      statistic: "gradient" (mean ``|a^T d|`` over the live entries) or
+        "momentum" (mean ``|EMA|`` of the tap over the live slots).
+
+    Returns:
+      [(n_active int32, n_drop int32, statistic float64, slots (Python int:
+      the most the count may reach), finite bool)] per target. A weight whose
+      values or gradient rows hold NaN/Inf neither drops nor grows (as a
+      masked layer skipped for them) and has statistic 0.
+    """
+    out = []
+    for i, target in enumerate(self.targets):
+      weight = target.weight
+      live = weight.live()
+      count = tf.cast(weight.count(), tf.int32)
+      values = weight.current_values()
+      finite = tf.reduce_all(tf.math.is_finite(tf.boolean_mask(values, live)))
+      if data is not None:  # The grow scores' rows (the masked storage checks its scores).
+        a, d = data[i]
+        if not a.dtype.is_integer:
+          finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(a)))
+        finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(d)))
+      if statistic == "momentum":
+        source = _keras.variable_tensor(target.tap.buffer)
+      else:
+        source = _statistics.gradient_at(a, d, weight.positions(), weight.n_cols)
+      fraction = tf.where(finite, tf.cast(drop_fraction, tf.float64),
+                          tf.constant(0.0, tf.float64))
+      value = tf.where(finite, _statistics.mean_abs_live(source, live),
+                       tf.constant(0.0, tf.float64))
+      out.append((count, _update.drop_count(count, fraction), value, weight.capacity, finite))
+    return out
+
+  def _check_dynamic(self, weight):
+    """Capacity layers update with dynamic shapes only (their live count moves)."""
+    if self.min_fan_in:
+      raise ValueError(
+          f"min_fan_in={self.min_fan_in} does not run on compressed layers built with "
+          f"capacity ({weight.name}) yet. Build them with capacity=None (the default) "
+          "to use min_fan_in, or use min_fan_in=0.")
+    if self.static_shapes or kernels.in_xla_context():
+      raise ValueError(
+          f"Compressed layer {weight.name} was built with capacity: its live count moves, "
+          "which static shapes (XLA, jit_compile, TPUStrategy, static_shapes=True) cannot "
+          "express in the update. Run the update without XLA, or build the layer with "
+          "capacity=None (no redistribution on it then).")
 
   def _set_seed(self, target, step):
     return tf.stack([tf.constant(target.key, tf.int64), step + (1 << 40)])
@@ -161,7 +243,7 @@ class CompressedUpdater:
   def _static_update(self, target, step, values, indices, drop_fraction, data, i):
     """Under XLA (or `static_shapes`): the same choice with static shapes."""
     weight = target.weight
-    max_count = int(math.floor(weight.nnz * self.max_fraction))
+    max_count = int(math.floor(weight.capacity * self.max_fraction))
     if data is not None:
       a, d = data[i]
       grower = lambda still, k, n, a=a, d=d, w=weight: _static.rigl_grow_static(
@@ -172,24 +254,45 @@ class CompressedUpdater:
     return _static.update_static(values, indices, drop_fraction, grower, max_count)
 
   def _assign(self, target, step, values, new_indices, source, grow_init):
-    """Positions stay ascending: values and slots move with their entries."""
-    weight = target.weight
-    fresh = source < 0
-    carried = tf.maximum(source, 0)
-    weight.indices.assign(tf.cast(new_indices, weight.indices.dtype))
-    survivors = tf.gather(values, carried)
-    init = self._grown_values(target, step, survivors, fresh, grow_init)
-    weight.values.assign(tf.where(fresh, init, survivors))
-    for slot in target.slots:
-      value = _keras.variable_tensor(slot)
-      slot.assign(tf.where(fresh, tf.zeros_like(value), tf.gather(value, carried)))
+    """Positions stay ascending: values and slots move with their entries.
 
-  def _grown_values(self, target, step, survivors, fresh, grow_init):
+    `new_indices` / `source` cover the new live entries; a weight with
+    capacity pads them with dead slots (sentinel position, value 0, slots 0)
+    and stores the new live count. Returns the changed mask entries (float64).
+    """
+    weight = target.weight
+    new_indices = tf.cast(new_indices, weight.indices.dtype)
+    old_count = tf.cast(weight.count(), tf.int32)
+    new_count = tf.shape(new_indices)[0]
+    if weight.has_capacity:
+      new_indices, source = _capacity.pad(new_indices, source, weight.capacity, weight.size)
+      source = tf.where(_capacity.live_mask(new_count, weight.capacity), source, -2)
+      weight.count_variable.assign(tf.cast(new_count, weight.count_variable.dtype))
+    live = source > -2
+    fresh = tf.equal(source, -1)
+    carried = tf.maximum(source, 0)
+    weight.indices.assign(new_indices)
+    survivors = tf.where(live, tf.gather(values, carried), tf.zeros([], values.dtype))
+    init = self._grown_values(target, step, survivors, fresh, live, grow_init)
+    weight.values.assign(tf.where(fresh, init, survivors))
+    kept = tf.logical_and(live, tf.logical_not(fresh))
+    moving = list(target.slots)
+    if target.tap is not None:  # Momentum redistribution's EMA moves too.
+      moving.append(target.tap.buffer)
+    for slot in moving:
+      value = _keras.variable_tensor(slot)  # The tap's: summed over replicas.
+      slot.assign(tf.where(kept, tf.gather(value, carried), tf.zeros_like(value)))
+    # Changed mask entries: the new connections, and the old ones not carried.
+    new = tf.reduce_sum(tf.cast(fresh, tf.int32))
+    gone = old_count - (new_count - new)
+    return tf.cast(new + gone, tf.float64)
+
+  def _grown_values(self, target, step, survivors, fresh, live, grow_init):
     count = tf.shape(fresh)
     if grow_init == "zeros":
       return tf.zeros(count, survivors.dtype)
     # Scale new weights like the layer's surviving ones (as SparseWrapper's).
-    kept = tf.cast(tf.logical_not(fresh), survivors.dtype)
+    kept = tf.cast(tf.logical_and(live, tf.logical_not(fresh)), survivors.dtype)
     std = tf.sqrt(tf.reduce_sum(tf.square(survivors * kept)) /
                   tf.maximum(tf.reduce_sum(kept), 1.0))
     seed = tf.stack([tf.constant(target.key, tf.int64), step])

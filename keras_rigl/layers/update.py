@@ -339,8 +339,10 @@ def merge_sorted(indices, still, grown):
   state (as in the masked storage, where its mask never changes).
 
   Returns:
-    (new_indices [nnz] ascending, indices' dtype; source int32 [nnz]: the old
-    slot whose value and slots the entry keeps, -1 for a new connection).
+    (new_indices ascending, indices' dtype, one per kept or grown entry
+    (nnz when as many grow as were dropped); source int32, the same length:
+    the old slot whose value and slots the entry keeps, -1 for a new
+    connection).
 
   Example:
   >>> new, source = merge_sorted(tf.constant([10, 11, 12]), tf.constant([False, True, False]),
@@ -354,6 +356,7 @@ def merge_sorted(indices, still, grown):
   grown = tf.sort(tf.cast(grown, dtype))
   kept_slots = tf.cast(tf.where(still)[:, 0], tf.int32)
   kept = tf.gather(indices, kept_slots)
+  count = tf.shape(kept)[0] + tf.shape(grown)[0]  # nnz unless redistribution moves it.
   kept_dest = (tf.range(tf.shape(kept)[0]) +
                tf.searchsorted(grown, kept, side="left", out_type=tf.int32))
   grown_dest = (tf.range(tf.shape(grown)[0]) +
@@ -362,13 +365,13 @@ def merge_sorted(indices, still, grown):
   regrown = tf.equal(tf.gather(indices, at), grown)
   grown_source = tf.where(regrown, at, -1)
   dest = tf.concat([kept_dest, grown_dest], 0)[:, None]
-  new_indices = tf.scatter_nd(dest, tf.concat([kept, grown], 0), [nnz])
+  new_indices = tf.scatter_nd(dest, tf.concat([kept, grown], 0), [count])
   # +1 so that the sum-scatter into zeros keeps -1 for new connections.
-  source = tf.scatter_nd(dest, tf.concat([kept_slots, grown_source], 0) + 1, [nnz]) - 1
+  source = tf.scatter_nd(dest, tf.concat([kept_slots, grown_source], 0) + 1, [count]) - 1
   return new_indices, source
 
 
-def update(values, indices, size, drop_fraction, grow):
+def update(values, indices, size, drop_fraction, grow, n_drop=None, grow_count=None):
   """One drop/grow step of a compressed weight whose positions are ascending.
 
   Args:
@@ -380,12 +383,18 @@ def update(values, indices, size, drop_fraction, grow):
     grow: callable ``(kept_sorted, k int32) -> [k] positions``
       (`rigl_grow` or `set_grow` with their other arguments bound); kept_sorted
       has indices' dtype.
+    n_drop: optional int scalar, how many to drop instead of
+      ``drop_count(nnz, drop_fraction)`` (redistribution; clipped to nnz).
+    grow_count: optional int scalar, how many to grow instead of as many as
+      were dropped (redistribution: the nominal drop). The caller keeps it
+      within the free positions and its slots.
 
   Returns:
     (new_indices, source) as `merge_sorted`: the new ascending positions and,
     per entry, the old slot it keeps its value and optimizer state from (-1:
-    a new connection). No sort over the nnz entries, O(nnz) extra memory
-    (a few int32 per entry) plus what `grow` needs.
+    a new connection); ``nnz - n_drop + grow_count`` of them. No sort over
+    the nnz entries, O(nnz) extra memory (a few int32 per entry) plus what
+    `grow` needs.
 
   Example:
   >>> values = tf.constant([0.1, 2.0])
@@ -398,9 +407,14 @@ def update(values, indices, size, drop_fraction, grow):
   del size
   indices = tf.convert_to_tensor(indices)
   nnz = tf.shape(indices)[0]
-  n_drop = drop_count(nnz, drop_fraction)
+  nominal = drop_count(nnz, drop_fraction)
+  if n_drop is None:
+    n_drop = nominal
+  else:
+    n_drop = tf.clip_by_value(tf.cast(n_drop, tf.int32), 0, nnz)
+  grow_count = n_drop if grow_count is None else tf.maximum(tf.cast(grow_count, tf.int32), 0)
   dropped = drop_slots(values, indices, n_drop, positions_sorted=True)
   still = tf.scatter_nd(dropped[:, None], tf.ones_like(dropped), [nnz]) < 1
   kept_sorted = tf.boolean_mask(indices, still)  # Ascending: no sort.
-  grown = grow(kept_sorted, n_drop)
+  grown = grow(kept_sorted, grow_count)
   return merge_sorted(indices, still, grown)

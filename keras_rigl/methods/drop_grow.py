@@ -191,10 +191,7 @@ class DropGrowScheduler(MaskScheduler):
       return
     name, what = type(self).__name__, self._feature()
     if self._compressed:
-      raise ValueError(
-          f"{name}: {what} is not supported with compressed storage (keras_rigl.layers "
-          f"such as SparseDense): {self._compressed_refusal()}; sparsify with "
-          "storage=\"masked\" (the default) to train it.")
+      self._check_compressed(name, what)
     strategy = self.model.distribute_strategy
     if self.static_shapes or isinstance(strategy, tf.distribute.TPUStrategy):
       raise ValueError(
@@ -208,10 +205,16 @@ class DropGrowScheduler(MaskScheduler):
     """How errors name what needs redistribution / gradient taps."""
     return f"redistribution={self.redistribution!r}"
 
-  def _compressed_refusal(self):
-    """Why compressed layers cannot run this (docs/compressed_schedulers.md)."""
-    return ("it moves connections between layers, and a compressed layer stores a "
-            "fixed number of entries")
+  def _check_compressed(self, name, what):
+    """Compressed layers take redistribution when built with capacity."""
+    missing = self._compressed.without_capacity()
+    if missing:
+      raise ValueError(
+          f"{name}: {what} moves connections between layers, and the compressed "
+          f"weights {missing} store a fixed number of entries (built without "
+          "capacity). Give them room: keras_rigl.sparsify(..., storage='compressed', "
+          "capacity=1.25) or SparseDense(..., capacity=1.25) (slots for 25% more "
+          "entries); or sparsify with storage=\"masked\" (the default).")
 
   def _enable_gradient_taps(self):
     """Makes every wrapper feed a dense-gradient EMA from the training pass."""
@@ -225,6 +228,9 @@ class DropGrowScheduler(MaskScheduler):
               self._tap_momentum, model.optimizer.iterations)
           created = created or new
         t.tap = taps[id(t.wrapper)][t.index]
+      if self._compressed:  # Compressed layers (with capacity): a tap on the values.
+        created = self._compressed.enable_gradient_taps(
+            self._tap_momentum, model.optimizer.iterations) or created
     if created:
       # A train function traced before (an earlier fit) does not feed the new
       # taps: make it again (Keras 3 and tf_keras both read the attribute at
@@ -259,15 +265,31 @@ class DropGrowScheduler(MaskScheduler):
     n_drop = [drop_count(n, f) for n, f in zip(n_active, fractions)]
     statistics = [tf.where(ok, self._layer_statistic(t, s, m), tf.constant(0.0, tf.float64))
                   for t, ok, s, m in zip(targets, finite, scores, masks)]
+    sizes = [t.size for t in targets]
+    # Compressed layers (built with capacity) take part with their live
+    # counts, their statistic over the live entries, and their slots as size.
+    compressed = []
+    if self._compressed:
+      compressed = self._compressed.redistribution_inputs(
+          drop_fraction, getattr(self, "_compressed_data", None), self.redistribution)
+      for count, nominal, statistic, slots, _ in compressed:
+        n_active.append(count)
+        n_drop.append(nominal)
+        statistics.append(statistic)
+        sizes.append(slots)
     statistics = tf.stack(statistics)
     # Every layer regrows its nominal drop (as without redistribution); the
     # counts move through how many each one drops (redistributed_drops).
     drops = _redistribution.redistributed_drops(
-        tf.stack(n_drop), statistics, tf.stack(n_active), [t.size for t in targets])
+        tf.stack(n_drop), statistics, tf.stack(n_active), sizes)
     # No statistic at all (momentum not fed yet: step 0, a resumed run): no
     # information to move counts by, so every layer drops its nominal count.
     drops = tf.where(tf.reduce_sum(statistics) > 0, drops,
                      tf.cast(tf.stack(n_drop), drops.dtype))
+    # The compressed update (later in the same trace) drops / grows these.
+    first = len(targets)
+    self._compressed_counts = [(drops[first + i], n_drop[first + i])
+                               for i in range(len(compressed))] or None
     results = []
     for i, t in enumerate(targets):
       new_mask, grown = update_mask(masks[i], weights[i], scores[i], fractions[i],
@@ -280,6 +302,8 @@ class DropGrowScheduler(MaskScheduler):
       return
     counts = {t.name: int(np.sum(np.asarray(_keras.variable_tensor(t.mask)) > 0))
               for t in self._targets}
+    if self._compressed:
+      counts.update(self._compressed.live_counts())
     self.count_history.append((step, counts))
     try:
       ratio = float(_flops.count_flops(self.model).ratio)
@@ -291,7 +315,7 @@ class DropGrowScheduler(MaskScheduler):
     meta, arrays = super().resume_state()
     meta["count_history"] = [[step, counts] for step, counts in self.count_history]
     meta["flops_history"] = [[step, ratio] for step, ratio in self.flops_history]
-    for t in self._targets or ():
+    for t in self._tapped_targets():
       # EMA taps (SNFS, momentum redistribution) carry state between steps;
       # the in-step update's StepGradientTap holds none between updates.
       if callable(getattr(t.tap, "state", None)):
@@ -300,13 +324,18 @@ class DropGrowScheduler(MaskScheduler):
         arrays[f"tap/{t.name}/last_step"] = last_step
     return meta, arrays
 
+  def _tapped_targets(self):
+    """Masked and compressed targets (either may hold a gradient tap)."""
+    compressed = self._compressed.targets if getattr(self, "_compressed", None) else []
+    return list(self._targets or ()) + list(compressed)
+
   def restore_resume_state(self, meta, arrays):
     super().restore_resume_state(meta, arrays)
     self.count_history = [(int(step), dict(counts))
                           for step, counts in meta.get("count_history", [])]
     self.flops_history = [(int(step), ratio) for step, ratio in meta.get("flops_history", [])]
     with backend.strategy_scope(self.model):
-      for t in self._targets or ():
+      for t in self._tapped_targets():
         key = f"tap/{t.name}/buffer"
         if callable(getattr(t.tap, "restore", None)) and key in arrays:
           t.tap.restore(arrays[key], arrays[f"tap/{t.name}/last_step"])
@@ -315,8 +344,12 @@ class DropGrowScheduler(MaskScheduler):
     # RigL's _grow_scores (same trace, called just before) leaves the
     # compressed layers' inputs and output gradients in _compressed_data.
     # Without that data (SET, random-growth methods) growth is random.
+    # With redistribution, _redistributed_masks (same trace, just before) leaves
+    # each compressed weight's (drop, grow) counts in _compressed_counts.
+    counts = getattr(self, "_compressed_counts", None) if self.redistribution else None
     return self._compressed.apply(step, argument[0],
-                                  getattr(self, "_compressed_data", None), self.grow_init)
+                                  getattr(self, "_compressed_data", None), self.grow_init,
+                                  counts)
 
   def _grown_values(self, target, step, new_mask, grown):
     if not backend.IS_TENSORFLOW:

@@ -82,7 +82,14 @@ class RigLScheduler(DropGrowScheduler):
       ones over all sparse weights stays exact while layer counts (and so the
       inference FLOPs) move: `count_history` and `flops_history` hold
       ``(step, {weight: active count})`` and ``(step, inference FLOPs
-      ratio)`` after every update. Masked storage only.
+      ratio)`` after every update. Compressed layers take part when built
+      with capacity (``kr.sparsify(..., storage="compressed", capacity=1.25)``):
+      a layer's count then moves up to its slots (a layer at capacity cannot
+      gain; the total stays exact); "gradient" picks the same connections and
+      counts as on masked layers while no layer reaches its capacity;
+      "momentum" too until connections have been grown, whose moving average
+      starts at zero on compressed layers (the masked storage's tracks every
+      position; see docs/compressed_schedulers.md).
     min_fan_in: int >= 0 (default 0: the paper's update). If > 0, every output
       unit (last axis of a weight) keeps at least ``min(min_fan_in, its
       possible inputs)`` active inputs: the drop spares each unit's strongest

@@ -63,7 +63,8 @@ class SNFSScheduler(DropGrowScheduler):
   (step 0, or the first step of a resumed run) is skipped: there is nothing
   to rank by yet.
   Masked storage only (`keras_rigl.sparsify`'s default: compressed layers
-  cannot hold the dense momentum it grows by, nor move their counts; see
+  cannot hold the dense momentum it grows by (their counts can move when
+  built with capacity, which RigL's redistribution uses; see
   docs/compressed_schedulers.md); not under TPUStrategy (layer counts moving
   needs dynamic shapes).
 
@@ -142,15 +143,18 @@ class SNFSScheduler(DropGrowScheduler):
   def _feature(self):
     return "SNFS (SNFSScheduler)"
 
-  def _compressed_refusal(self):
+  def _check_compressed(self, name, what):
     # docs/compressed_schedulers.md: why no exact O(nnz) form exists.
     why = ("it grows where the moving average of the dense gradient is largest, at "
            "inactive positions too: a state of the dense kernel's size, which compressed "
            "storage never holds")
     if self.redistribution is not None:
-      why += "; and it moves connections between layers, while a compressed layer stores " \
-             "a fixed number of entries"
-    return why
+      why += ("; and it moves connections between layers, while a compressed layer built "
+              "without capacity stores a fixed number of entries")
+    raise ValueError(
+        f"{name}: {what} is not supported with compressed storage (keras_rigl.layers "
+        f"such as SparseDense): {why}; sparsify with storage=\"masked\" (the default) "
+        "to train it, or use RigLScheduler(data, ...) on compressed layers.")
 
   def _grow_scores(self, step, source):
     return [abs(self._momentum(t)) for t in self._targets]

@@ -66,12 +66,12 @@ def _data12():
   return tf.data.Dataset.from_tensor_slices((x, (x[:, 0] > 0).astype("int32"))).batch(8)
 
 
-def _fit_compressed(callback):
+def _fit_compressed(callback, capacity=None):
   """A compressed-storage MLP fitted for 2 steps with `callback`."""
   keras = kr.keras
   model = kr.sparsify(keras.Sequential([keras.Input((12,)), keras.layers.Dense(8, name="fc1"),
                                         keras.layers.Dense(2, name="logits")]),
-                      0.8, "uniform", storage="compressed")
+                      0.8, "uniform", storage="compressed", capacity=capacity)
   model.compile("sgd", _ce())
   model.fit(_data12(), epochs=1, verbose=0, callbacks=[callback])
 
@@ -110,8 +110,13 @@ ROWS += [
              lambda: _fit_compressed(kr.RigLScheduler(_data12(), update_freq=1,
                                                       redistribution="gradient")),
              ValueError, ("redistribution='gradient'", "compressed", "fixed number",
-                          'storage="masked"'),
-             "RigL redistribution on a model sparsified with storage='compressed'."),
+                          "capacity=1.25", 'storage="masked"'),
+             "RigL redistribution on compressed layers built without capacity."),
+    BadInput("rigl/min_fan_in_compressed_capacity",
+             lambda: _fit_compressed(kr.RigLScheduler(_data12(), update_freq=1, min_fan_in=1),
+                                     capacity=1.25),
+             ValueError, ("min_fan_in=1", "capacity", "capacity=None", "min_fan_in=0"),
+             "min_fan_in on compressed layers built with capacity (not supported yet)."),
     BadInput("rigl/redistribution_with_min_fan_in",
              lambda: kr.RigLScheduler(_data12(), redistribution="momentum", min_fan_in=1),
              ValueError, ("min_fan_in=1", "redistribution='momentum'"),
