@@ -230,11 +230,12 @@ def _positions(layer):
   return None
 
 
-def _fit(model, redistribution, optimizer, epochs=3, **kwargs):
+def _fit(model, redistribution, optimizer, epochs=3, static_shapes=False, **kwargs):
   data = _data()
   model.compile(optimizer, sparse_ce())
   rigl = kr.RigLScheduler(data, update_freq=2, drop_fraction=0.3, end_step=10,
                           redistribution=redistribution, **kwargs)
+  rigl.static_shapes = static_shapes  # The TPU update's switch (an attribute).
   counts = _Counts(rigl)
   model.fit(data, epochs=epochs, verbose=0, callbacks=[rigl, counts])
   return rigl, counts.seen
@@ -336,8 +337,39 @@ def test_redistribution_needs_capacity():
 
 def test_min_fan_in_refuses_capacity_layers():
   model = kr.sparsify(_mlp(), 0.8, "uniform", storage="compressed", capacity=1.25)
+  optimizer = keras.optimizers.SGD(0.1)
   with pytest.raises(ValueError, match="capacity=None"):
-    _fit(model, None, keras.optimizers.SGD(0.1), min_fan_in=1)
+    _fit(model, None, optimizer, min_fan_in=1)
+  assert int(optimizer.iterations.numpy()) == 0  # Refused before the first step.
+
+
+def test_static_shapes_refuses_capacity_layers_before_training():
+  model = kr.sparsify(_mlp(), 0.8, "uniform", storage="compressed", capacity=1.25)
+  optimizer = keras.optimizers.SGD(0.1)
+  with pytest.raises(ValueError, match="static shapes"):
+    _fit(model, None, optimizer, static_shapes=True)
+  assert int(optimizer.iterations.numpy()) == 0
+
+
+def test_static_shapes_min_fan_in_on_compressed_refused_before_training():
+  model = kr.sparsify(_mlp(), 0.8, "uniform", storage="compressed")
+  optimizer = keras.optimizers.SGD(0.1)
+  with pytest.raises(ValueError, match="min_fan_in=1 works with dynamic shapes only"):
+    _fit(model, None, optimizer, min_fan_in=1, static_shapes=True)
+  assert int(optimizer.iterations.numpy()) == 0
+
+
+def test_static_shapes_reaches_compressed_layers_and_picks_the_same_connections():
+  runs = {}
+  for static in (False, True):
+    model = kr.sparsify(_mlp(), 0.85, "uniform", seed=1, storage="compressed")
+    rigl, _ = _fit(model, None, keras.optimizers.SGD(0.0), static_shapes=static)
+    assert rigl._compressed.static_shapes is static  # pylint: disable=protected-access
+    runs[static] = [np.asarray(w.positions()) for l in model.layers
+                    for w in getattr(l, "compressed_weights", ())]
+  assert rigl.updates == 6
+  for dynamic, static in zip(runs[False], runs[True]):
+    np.testing.assert_array_equal(dynamic, static)
 
 
 @pytest.mark.parametrize("scheduler", ["rigl", "set"])

@@ -203,6 +203,16 @@ class CompressedUpdater:
       out.append((count, _update.drop_count(count, fraction), value, weight.capacity, finite))
     return out
 
+  def check(self):
+    """Refuses, before the first training step, what these layers cannot run:
+    min_fan_in or static shapes on capacity layers, min_fan_in with static
+    shapes (the same errors the update would raise)."""
+    for target in self.targets:
+      if target.weight.has_capacity:
+        self._check_dynamic(target.weight)
+      elif self.min_fan_in:
+        self._check_fan_in(target.weight)
+
   def _check_dynamic(self, weight):
     """Capacity layers update with dynamic shapes only (their live count moves)."""
     if self.min_fan_in:
@@ -220,15 +230,18 @@ class CompressedUpdater:
   def _set_seed(self, target, step):
     return tf.stack([tf.constant(target.key, tf.int64), step + (1 << 40)])
 
+  def _check_fan_in(self, weight):
+    if self.static_shapes or kernels.in_xla_context():
+      raise ValueError(
+          f"min_fan_in={self.min_fan_in} works with dynamic shapes only, not under XLA "
+          f"(compressed layer {weight.name}: jit_compile, TPUStrategy or "
+          "static_shapes=True). Use min_fan_in=0 there.")
+
   def _fan_in_update(self, target, step, values, indices, drop_fraction, data, i):
     """`min_fan_in` (dynamic shapes, as on the masked storage): RigL ranks by
     ``|a^T d|``, SET by uniform scores drawn block by block (O(N) time)."""
     weight = target.weight
-    if self.static_shapes or kernels.in_xla_context():
-      raise ValueError(
-          f"min_fan_in={self.min_fan_in} works with dynamic shapes only, not under XLA "
-          f"(compressed layer {weight.name}: jit_compile or TPUStrategy). Use "
-          "min_fan_in=0 there.")
+    self._check_fan_in(weight)
     block = weight.layer.block_size
     if data is not None:
       a, d = data[i]

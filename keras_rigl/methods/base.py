@@ -311,6 +311,8 @@ class MaskScheduler(_UpdateTiming, keras.callbacks.Callback):
         ones = int(np.sum(np.asarray(_keras.variable_tensor(target.mask))))
         target.max_update = int(math.floor(ones * self._max_fraction()))
     self._compressed.build(optimizer)  # Compressed storage hook.
+    self._compressed.static_shapes = static
+    self._compressed.check()
     self._metric_variables = _keras.metric_variables(self.model)
     # Every other piece of model state a training-mode forward pass may touch
     # (BatchNormalization statistics, RNG seeds...): saved and put back.
