@@ -15,10 +15,14 @@ Three tables:
    extra < 0.5 x the dense kernel's 1 GiB), and the widest MLP each storage
    trains (one step + one RigL update) within a fixed budget of memory above
    the bare TensorFlow process (target: compressed >= 3 x dense width at 95%).
+4. Breakdown of the widest table's need at one width (``--tables=breakdown``):
+   TensorFlow allocator bytes (live, and the peak transients of the step and
+   of the update) against peak RSS, per stored entry.
 
   python benchmarks/memory.py                 # everything (~15 min on 2 busy cores)
   python benchmarks/memory.py --quick         # fewer variants, smaller sizes
   python benchmarks/memory.py --tables=big    # only the 16384^2 update
+  python benchmarks/memory.py --tables=breakdown --breakdown_width 12288 --widest_sparsity 0.95
 """
 
 import argparse
@@ -44,6 +48,23 @@ def _status(field):
 def _reset_peak():
   with open("/proc/self/clear_refs", "w") as f:
     f.write("5")  # Resets VmHWM to the current RSS.
+
+
+def _tf_bytes(reset=False):
+  """(live, peak) bytes of TensorFlow's CPU allocator, or None where it keeps no stats.
+
+  The tensors alone, without the process's code, graphs and what the
+  allocator holds but does not use: RSS minus these is that overhead. (The
+  oneDNN CPU allocator, TensorFlow's default on x86 Linux, keeps the stats.)
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    if reset:
+      tf.config.experimental.reset_memory_stats("CPU:0")
+    info = tf.config.experimental.get_memory_info("CPU:0")
+  except (ValueError, RuntimeError):
+    return None
+  return info["current"], info["peak"]
 
 
 # --------------------------------------------------------------------------
@@ -133,8 +154,10 @@ def child(spec):
   # included): memory a warm-up already touched would hide in the RSS.
   _reset_peak()
   result["rss_base"] = _status("VmRSS")
+  result["tf_base"] = _tf_bytes(reset=True)
   model.train_on_batch(x, y)
   result["peak_step"] = _status("VmHWM")
+  result["tf_step"] = _tf_bytes()
   start = time.perf_counter()
   model.train_on_batch(x, y)
   result["step_s"] = time.perf_counter() - start
@@ -149,8 +172,12 @@ def child(spec):
     rigl.on_train_begin()
     _reset_peak()
     result["rss_update_base"] = _status("VmRSS")
+    result["tf_update_base"] = _tf_bytes(reset=True)
     rigl.on_train_batch_begin(0)
     result["peak_update"] = _status("VmHWM")
+    result["tf_update"] = _tf_bytes()
+    result["stored"] = int(sum(w.values.shape[0] for layer in model.layers
+                               for w in getattr(layer, "compressed_weights", [])))
     # A second update, timed: the scheduler updates once per optimizer step,
     # so move the step counter on by one (update_freq is 1).
     optimizer.iterations.assign_add(1)
@@ -317,17 +344,49 @@ def table_widest(budget_mib, sparsity, opt, storages=STORAGES):
     print(f"| {storage} | {s} | {w} | {ratio:.2f} | {tried} |", flush=True)
 
 
+def table_breakdown(width, sparsity, opt="adam"):
+  """Where the memory of the widest table's run goes, at one width."""
+  res = run({"storage": "compressed", "sparsity": sparsity, "width": width, "optimizer": opt})
+  print(f"\n## Memory breakdown, compressed MLP 784-{width}-{width}-10 at {sparsity} (uniform), "
+        f"{opt}, batch 128: one step, then one RigL update\n")
+  if not res.get("tf_step") or not res.get("tf_update"):
+    print("TensorFlow's CPU allocator keeps no statistics here (oneDNN off?): no breakdown.")
+    return
+  entries = res["stored"]
+  per = lambda n: f"{n / entries:.1f}"
+  need = max(res["peak_step"], res["peak_update"]) - res["rss_import"]
+  step_live, step_peak = res["tf_step"]
+  update_base, update_peak = res["tf_update_base"][0], res["tf_update"][1]
+  rows = [
+      ("needed (peak RSS above the bare TF process)", need),
+      ("tensors live after the first step (variables, slots)", step_live),
+      ("tensor transients of the first step (TF allocator peak - live before)",
+       step_peak - res["tf_base"][0]),
+      ("tensors live before the update", update_base),
+      ("tensor transients of the update (TF allocator peak - live before)",
+       update_peak - update_base),
+      ("process overhead at the peak (needed - TF allocator peak)",
+       need - max(step_peak, update_peak)),
+  ]
+  print(f"{entries:,} stored entries.\n")
+  print("| what | MiB | B per stored entry |")
+  print("|---|---:|---:|")
+  for what, n in rows:
+    print(f"| {what} | {mib(n)} | {per(n)} |")
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--child", help=argparse.SUPPRESS)
   parser.add_argument("--quick", action="store_true")
   parser.add_argument("--tables", default="bytes,big,widest",
-                      help="bytes (with the peak RSS table), big, widest")
+                      help="bytes (with the peak RSS table), big, widest, breakdown")
   parser.add_argument("--width", type=int, default=None)
   parser.add_argument("--big", type=int, default=16384)
   parser.add_argument("--budget_mib", type=int, default=1024)
   parser.add_argument("--widest_storages", default=",".join(STORAGES))
   parser.add_argument("--widest_sparsity", type=float, default=0.95)
+  parser.add_argument("--breakdown_width", type=int, default=12288)
   args = parser.parse_args()
   if args.child:
     child(json.loads(args.child))
@@ -348,6 +407,8 @@ def main():
   if "widest" in tables:
     table_widest(256 if args.quick else args.budget_mib, args.widest_sparsity, "adam",
                  args.widest_storages.split(","))
+  if "breakdown" in tables:
+    table_breakdown(2048 if args.quick else args.breakdown_width, args.widest_sparsity)
 
 
 if __name__ == "__main__":
