@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_rigl import _keras
 from keras_rigl.layers import kernels
+
+# The kernels are plain TensorFlow: nothing here depends on the Keras flavour.
+# They run in the tf_keras pass only, which finishes before the Keras 3 pass
+# (CI's critical path, where they took 90 s late in a full run, 5 s alone).
+pytestmark = pytest.mark.skipif(_keras.FLAVOUR != "tf_keras",
+                                reason="flavour-independent; run in the tf_keras pass")
 
 ALL = kernels.METHODS + ("auto",)
 N_IN, N_OUT, NNZ = 13, 11, 40
