@@ -312,6 +312,7 @@ class MaskScheduler(_UpdateTiming, keras.callbacks.Callback):
         target.max_update = int(math.floor(ones * self._max_fraction()))
     self._compressed.build(optimizer)  # Compressed storage hook.
     self._compressed.static_shapes = static
+    self._compressed.max_fraction = self._max_fraction()  # The same bound as max_update.
     self._compressed.check()
     self._metric_variables = _keras.metric_variables(self.model)
     # Every other piece of model state a training-mode forward pass may touch
