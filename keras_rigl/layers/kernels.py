@@ -50,6 +50,7 @@ import functools
 import operator
 
 from keras_rigl.backend import tf
+from keras_rigl.custom_gradient import custom_gradient
 
 # Largest kernel (n_in * n_out elements) that method="dense" may scatter into a
 # dense tensor: 2**22 float32 = 16 MiB, below every layer size the compressed
@@ -448,7 +449,7 @@ def _with_gradient(forward, backward_x, x, values, rows, cols, values_grad=None)
   """Wrap forward(x, values) with backward_x(dy, values) and the sampled values gradient."""
   values_grad = values_grad or (lambda x, dy: sampled_matmul(x, dy, rows, cols))
 
-  @tf.custom_gradient
+  @custom_gradient
   def f(x, values):
     y = forward(x, values)
 
@@ -498,7 +499,7 @@ def _vector_forward_flat(x, values, indices, n_out, n_dst):
 def _gather_vector(x, values, indices, n_in, n_out):
   """The batch-1 (inference) path: no transposes, no [nnz, batch] intermediates."""
 
-  @tf.custom_gradient
+  @custom_gradient
   def f(x, values):
     y = _vector_forward_flat(x[0], values, indices, n_out, n_out)[None]
 
@@ -568,7 +569,7 @@ def _csr(x, values, indices, n_in, n_out, order):
     return tf.raw_ops.SparseTensorToCSRSparseMatrix(
         indices=positions(), values=ordered(values), dense_shape=shape)
 
-  @tf.custom_gradient
+  @custom_gradient
   def f(x, values):
     # (W^T x^T)^T = x W.
     y = tf.raw_ops.SparseMatrixMatMul(a=csr_matrix(values), b=x, transpose_a=True,
@@ -631,7 +632,7 @@ def _dense(x, values, indices, n_in, n_out, order):
   """
   del order
 
-  @tf.custom_gradient
+  @custom_gradient
   def f(x, values):
     w = _scatter_dense(values, indices, n_in, n_out)
     y = tf.matmul(x, w)

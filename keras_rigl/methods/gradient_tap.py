@@ -9,6 +9,8 @@ through `GradientTap.product`.
 import numpy as np
 from keras_rigl.backend import tf
 
+from keras_rigl.custom_gradient import custom_gradient
+
 
 class GradientTap:
   """Exponential moving average of the dense gradient of one masked weight.
@@ -87,7 +89,7 @@ class GradientTap:
   def product(self, weight, mask):
     """``weight * mask``, whose backward pass also feeds the buffer."""
 
-    @tf.custom_gradient
+    @custom_gradient
     def masked(w, m):
       def backward(upstream):
         with tf.control_dependencies(self._record(upstream)):

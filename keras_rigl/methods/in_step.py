@@ -38,6 +38,7 @@ import numpy as np
 from keras_rigl.backend import tf
 
 from keras_rigl import _keras
+from keras_rigl.custom_gradient import custom_gradient
 from keras_rigl.methods.timing import drop_fraction_table
 from keras_rigl.walk import walk_layers
 from keras_rigl.wrapper import SparseWrapper
@@ -115,7 +116,7 @@ class StepGradientTap:
     """
     identity = in_train_step()
 
-    @tf.custom_gradient
+    @custom_gradient
     def masked(w, m):
       def backward(upstream):
         graph = tf.compat.v1.get_default_graph()
