@@ -10,7 +10,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import collections
 import pathlib
+import re
 import sys
+import tempfile
 import warnings
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
@@ -35,8 +37,21 @@ def _message(row):
     try:
       row.call()
     except row.error as error:  # pylint: disable=broad-except
-      return type(error).__name__, " ".join(str(error).split())
+      return type(error).__name__, _stable(type(error).__name__, " ".join(str(error).split()))
   return "(nothing raised)", ""
+
+
+def _stable(kind, message):
+  """The message without what changes from run to run, so the page only changes with it.
+
+  Temporary paths become ``<tmp>``; an error raised while tracing a
+  tf.function keeps its own message, not TensorFlow's "in user code" frames
+  (file names and line numbers).
+  """
+  if message.startswith("in user code:") and f" {kind}: " in message:
+    message = message[message.rindex(f" {kind}: ") + len(kind) + 3:]
+  temp = re.escape(tempfile.gettempdir())
+  return re.sub(temp + r"/(tmp|keras_rigl_bad_input_)[A-Za-z0-9_]+", "<tmp>", message)
 
 
 def main():
