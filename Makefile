@@ -49,7 +49,7 @@ train-lm: setup corpus
 # tests, then every docstring example in keras_rigl as a doctest. Then
 # tests/backends on Keras 3's JAX backend (installs jax, pinned in
 # constraints.txt, when it is missing); tests/backends runs in the two
-# TensorFlow passes too: it is backend-neutral. Two at once take about 15
+# TensorFlow passes too: it is backend-neutral. Two at once take about 16
 # minutes on 2 cores, where one after the other took over 30.
 test: setup data
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-keras3 test-tf-keras test-jax
