@@ -134,6 +134,14 @@ def toy_dataset(toy_data):
   return tf.data.Dataset.from_tensor_slices((x, y)).batch(32, drop_remainder=True)
 
 
+def token_dataset(vocab=50, length=5, classes=3, examples=64, batch=16):
+  """Integer token rows and class labels (seeded), for embedding models."""
+  r = np.random.default_rng(0)
+  return tf.data.Dataset.from_tensor_slices(
+      (r.integers(0, vocab, (examples, length)).astype("int32"),
+       r.integers(0, classes, examples).astype("int32"))).batch(batch)
+
+
 def make_mlp(hidden=24, inputs=12, classes=3, name="mlp"):
   return keras.Sequential([
       keras.Input((inputs,)),

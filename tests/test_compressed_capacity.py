@@ -15,7 +15,7 @@ from keras_rigl.layers.scheduling import CompressedUpdater
 from keras_rigl.masks import update_mask
 from keras_rigl.redistribution import mean_abs_over_active, redistributed_drops
 
-from conftest import sparse_ce
+from conftest import sparse_ce, token_dataset
 from test_compressed_layers import largest_static_tensor
 
 
@@ -487,10 +487,7 @@ def test_embedding_redistribution_matches_masked():
       keras.Input((5,), dtype="int32"), keras.layers.Embedding(50, 6, name="emb"),
       keras.layers.Flatten(), keras.layers.Dense(8, activation="relu", name="fc"),
       keras.layers.Dense(3, name="out")])
-  r = np.random.default_rng(0)
-  data = tf.data.Dataset.from_tensor_slices(
-      (r.integers(0, 50, (64, 5)).astype("int32"), r.integers(0, 3, 64).astype("int32"))
-  ).batch(16)
+  data = token_dataset()
   masked = kr.sparsify(dense, 0.8, "uniform", seed=2, exclude=["out"])
   compressed = kr.sparsify(dense, 0.8, "uniform", seed=2, exclude=["out"],
                            storage="compressed", capacity=2.0)

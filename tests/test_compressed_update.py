@@ -9,7 +9,7 @@ from keras_rigl._keras import keras
 from keras_rigl.layers import update as U
 from keras_rigl.masks import update_mask
 
-from conftest import shared_mirrored_strategy, sparse_ce
+from conftest import shared_mirrored_strategy, sparse_ce, token_dataset
 from test_compressed_layers import largest_static_tensor
 
 
@@ -165,10 +165,7 @@ def test_embedding_fit_makes_the_same_update_in_both_storages():
   dense = keras.Sequential([
       keras.Input((5,), dtype="int32"), keras.layers.Embedding(50, 6, name="emb"),
       keras.layers.Flatten(), keras.layers.Dense(3, name="out")])
-  r = np.random.default_rng(0)
-  data = tf.data.Dataset.from_tensor_slices(
-      (r.integers(0, 50, (64, 5)).astype("int32"), r.integers(0, 3, 64).astype("int32"))
-  ).batch(16)
+  data = token_dataset()
   masked = kr.sparsify(dense, 0.8, "uniform", seed=2, exclude=["out"])
   compressed = kr.sparsify(dense, 0.8, "uniform", seed=2, exclude=["out"],
                            storage="compressed")
