@@ -62,14 +62,33 @@ def custom_gradient(f):
   return call
 
 
-def _keep_with_graph(output):
-  """Moves the registry's hold on `output`'s gradient function to `output.graph`."""
+def gradient_registry():
+  """TensorFlow's gradient registry, ``{name: {"type": function, ...}}``, or None.
+
+  A private part of TensorFlow (None where it is not found); the one place
+  keras_rigl (and its test set-up, which drops TensorFlow's own registrations
+  with each module's models) reaches it.
+
+  Example:
+  >>> from keras_rigl.custom_gradient import gradient_registry
+  >>> "MatMul" in gradient_registry()
+  True
+  """
   try:
     from tensorflow.python.framework import ops  # pylint: disable=g-import-not-at-top
+    return ops._gradient_registry._registry  # pylint: disable=protected-access
+  except (ImportError, AttributeError):
+    return None
+
+
+def _keep_with_graph(output):
+  """Moves the registry's hold on `output`'s gradient function to `output.graph`."""
+  registry = gradient_registry()
+  try:
     name = output.op.get_attr("_gradient_op_type").decode()
-    entry = ops._gradient_registry._registry[name]  # pylint: disable=protected-access
+    entry = registry[name]
     function = entry["type"]
-  except (ImportError, AttributeError, ValueError, KeyError, TypeError):
+  except (AttributeError, ValueError, KeyError, TypeError):
     return  # Not the registry this was written for: leave it as it is.
   output.graph.add_to_collection(_KEPT, function)
   entry["type"] = _forwarder(weakref.ref(function), name)

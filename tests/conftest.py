@@ -20,6 +20,7 @@ except RuntimeError:
   pass
 
 from keras_rigl._keras import keras  # pylint: disable=g-import-not-at-top
+from keras_rigl.custom_gradient import gradient_registry  # pylint: disable=g-import-not-at-top
 
 
 _MIRRORED = []
@@ -81,15 +82,6 @@ def _collect_garbage_after_each_test():
   gc.collect()
 
 
-def _gradient_registry():
-  """TensorFlow's gradient registry (private; None if it moved)."""
-  try:
-    from tensorflow.python.framework import ops  # pylint: disable=g-import-not-at-top
-    return ops._gradient_registry._registry  # pylint: disable=protected-access
-  except (ImportError, AttributeError):
-    return None
-
-
 @pytest.fixture(autouse=True, scope="module")
 def _fresh_keras_session_per_module():
   # tf.custom_gradient registers a gradient function per traced call and never
@@ -99,7 +91,7 @@ def _fresh_keras_session_per_module():
   # 10x slower than alone. keras_rigl's calls free theirs
   # (keras_rigl.custom_gradient); what the module's tests registered otherwise
   # is dropped with the module's models.
-  registry = _gradient_registry()
+  registry = gradient_registry()
   before = set(registry) if registry is not None else set()
   yield
   keras.backend.clear_session()
